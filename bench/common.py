@@ -1,0 +1,129 @@
+"""Shared helpers of the benchmarks: local servers, simulated events, statistics, tables and JSON results.
+
+Every benchmark prints medians over several runs and ratios against a baseline measured in the same
+run (the machines are noisy: compare ratios, not absolute numbers across machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS_DIR = ROOT / "bench" / "results"
+START_MS = 1_763_900_000_000  # fixed simulated clock: the same events every run
+
+
+def median(values: Iterable[float]) -> float:
+    """Median (NaN for no values)."""
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    """Number with thousands separators."""
+    if value != value:  # NaN
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain-text table (also valid Markdown)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("| " + " | ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def write_json(name: str, data: dict[str, Any], path: str | None = None) -> Path:
+    """Write the results as JSON (default bench/results/NAME.json); returns the path."""
+    target = Path(path) if path else RESULTS_DIR / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **data}
+    target.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"\nresults written to {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    return target
+
+
+def simulated_events(n: int, users: int = 2000, items: int = 1000, seed: int = 42, valid_only: bool = True) -> list:
+    """`n` simulated events (SimEvent) with a fixed clock: identical in every run and every process."""
+    from simulator import EventGenerator, SimulationConfig, World
+
+    gen = EventGenerator(World(SimulationConfig(users=users, items=items, seed=seed, start_ms=START_MS)))
+    events = [e for e in gen.events(n) if e.valid or not valid_only]
+    return events
+
+
+@contextlib.contextmanager
+def servers(need_kafka: bool = True, need_redis: bool = True) -> Iterator[tuple[str | None, str | None]]:
+    """(kafka bootstrap, redis url): a fresh Tansu broker and redis-server on free loopback ports, stopped afterwards.
+
+    Uses BENCH_KAFKA_BOOTSTRAP / BENCH_REDIS_URL instead when set.
+    """
+    from pulse.localservers import start_redis, start_tansu
+
+    started = []
+    try:
+        bootstrap = os.environ.get("BENCH_KAFKA_BOOTSTRAP")
+        if need_kafka and not bootstrap:
+            kafka = start_tansu()
+            started.append(kafka)
+            bootstrap = f"127.0.0.1:{kafka.port}"
+        redis_url = os.environ.get("BENCH_REDIS_URL")
+        if need_redis and not redis_url:
+            redis_server = start_redis()
+            started.append(redis_server)
+            redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
+        yield bootstrap, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def run_env(bootstrap: str, redis_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """Environment of one engine run: unique topics, Redis prefix, recovery and model dirs, on the given servers."""
+    from pulse.localservers import isolated_env
+
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    return isolated_env(bootstrap, redis_url, run_dir / "recovery", "bench", PULSE_MODEL_DIR=str(run_dir / "models"),
+                        PULSE_LOG_LEVEL="WARNING", **overrides)
+
+
+def on_run_topics(env: dict[str, str], events: Iterable) -> list:
+    """The simulator's events addressed to the run's topic names."""
+    from pulse.config import Settings
+    from pulse.simulate import on_configured_topics
+
+    return list(on_configured_topics(events, Settings.from_env(env)))
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    """Exact p50/p95/p99/max of latency samples (ms)."""
+    import numpy as np
+
+    if len(samples_ms) == 0:
+        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    a = np.asarray(samples_ms, dtype=float)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}

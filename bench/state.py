@@ -1,0 +1,167 @@
+"""Scale of state: memory per user and per item, snapshot and restart cost vs number of users.
+
+    .venv/bin/python -m bench.state [--users 1000 10000 100000] [--items 100000] [--runs 3] [--json]
+    (add 1000000 to --users for the 1M point: about 4 GB of RAM and a few minutes)
+
+Per-user state is the `UserFeatures` profile kept in Bytewax state plus the user's latent vector and
+bias in the shared MF (River BiasedMF). A realistic profile is built by the real engine from 40 events
+of one simulated user, then cloned for N users (and the user's MF latents copied for each), so the
+figures do not depend on how long the simulator runs. For each N:
+
+- memory per user: tracemalloc bytes of the N profiles + the MF's per-user entries, / N;
+- epoch snapshot, all users changed: what Bytewax does per touched key (`UserLogic.snapshot()` = profile
+  copy, then pickle) for all N;
+- epoch snapshot, 1% changed: the same for N/100 users (Bytewax snapshots only keys touched in the epoch);
+- model checkpoint: `ModelCheckpoint.save()` (pickle + fsync of the shared models), written at every
+  epoch in which anything was learned -- it holds every user's MF latents, so it grows with all users;
+- restart: unpickle the N profiles + `ModelCheckpoint.restore()`.
+
+Linearity is shown as time per user relative to the smallest N (1.0 = linear). Memory per item:
+the recommender's numpy mirrors + the MF's per-item entries for `--items` items, / items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pickle
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import orjson
+
+from bench.common import fmt, median, print_table, simulated_events, write_json
+
+
+def template():
+    """(engine, profile, user_id): one user's profile after 40 of their events, through the real engine."""
+    from operators.engine import PersonalizationEngine
+
+    engine = PersonalizationEngine()
+    events = [orjson.loads(e.value) for e in simulated_events(4000, users=50, items=1000)]
+    user = max({e["user_id"] for e in events}, key=lambda u: sum(e["user_id"] == u for e in events))
+    profiles: dict = {}
+    for event in events:
+        uid = event["user_id"]
+        profiles[uid], _ = engine.handle(profiles.get(uid), event, event["ts"])
+    return engine, profiles[user], user
+
+
+def clone_users(engine, profile, user: str, n: int) -> dict:
+    """N copies of `profile` (distinct users) with MF latents copied from `user`'s."""
+    mf = engine.recommender._mf
+    latent, bias = mf.u_latents[user], mf.u_biases[user]
+    profiles = {}
+    for i in range(n):
+        uid = f"u{i:07d}"
+        p = profile.copy()
+        p.user_id = uid
+        profiles[uid] = p
+        mf.u_latents[uid] = latent.copy() if hasattr(latent, "copy") else latent
+        mf.u_biases[uid] = float(bias)
+    return profiles
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure_users(n: int, runs: int) -> dict:
+    from connectors.checkpoint import ModelCheckpoint
+
+    engine, profile, user = template()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    profiles = clone_users(engine, profile, user, n)
+    bytes_per_user = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+
+    def snapshot(keys) -> list[bytes]:
+        return [pickle.dumps(profiles[k].copy(), protocol=pickle.HIGHEST_PROTOCOL) for k in keys]
+
+    keys = list(profiles)
+    changed = keys[: max(1, n // 100)]
+    blobs = snapshot(keys)
+    snap_bytes = sum(len(b) for b in blobs) / n
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = ModelCheckpoint(engine, Path(tmp) / "models.pkl")
+        full, partial, save, restart = [], [], [], []
+        for _ in range(runs):
+            full.append(timed(lambda: snapshot(keys)))
+            partial.append(timed(lambda: snapshot(changed)))
+            save.append(timed(checkpoint.save))
+            from operators.engine import PersonalizationEngine
+
+            fresh = PersonalizationEngine()
+            restart.append(timed(lambda: ([pickle.loads(b) for b in blobs],
+                                          ModelCheckpoint(fresh, checkpoint.path).restore())))
+        checkpoint_bytes = checkpoint.path.stat().st_size
+    return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
+            "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial), "model_checkpoint_s": median(save),
+            "model_checkpoint_bytes": checkpoint_bytes, "restart_s": median(restart)}
+
+
+def measure_items(n_items: int) -> float:
+    """Bytes per catalog item (numpy mirrors + MF item entries), items learned once each."""
+    from online_models.recommender import HybridRecommender
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    rec = HybridRecommender(seed=1)
+    for i in range(n_items):
+        rec.learn_one(f"user-{i % 1000}", f"item-{i:07d}", f"cat-{i % 50}", 1.0, i)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    users_part = 1000 * (16 * 8 + 112 + 100)  # rough: the 1,000 users' latents are not item state
+    return max(used - users_part, 0) / n_items
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help="write results as JSON (default path bench/results/state.json)")
+    args = parser.parse_args(argv)
+
+    results = []
+    for n in args.users:
+        r = measure_users(n, args.runs)
+        results.append(r)
+        print(f"{n:,} users: {r['bytes_per_user']:,.0f} B/user, snapshot all {r['snapshot_all_s'] * 1e3:,.1f} ms, "
+              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint {r['model_checkpoint_s'] * 1e3:,.1f} ms, "
+              f"restart {r['restart_s'] * 1e3:,.1f} ms", flush=True)
+    base = results[0]
+    rows = []
+    for r in results:
+        n, n0 = r["users"], base["users"]
+
+        def lin(key: str) -> str:
+            return f"{(r[key] / n) / (base[key] / n0):.2f}"
+
+        rows.append([fmt(n), fmt(r["bytes_per_user"]), fmt(r["snapshot_bytes_per_user"]),
+                     f"{r['snapshot_all_s'] * 1e3:,.1f} ({lin('snapshot_all_s')})",
+                     f"{r['snapshot_1pct_s'] * 1e3:,.2f}",
+                     f"{r['model_checkpoint_s'] * 1e3:,.1f} ({lin('model_checkpoint_s')})",
+                     f"{r['restart_s'] * 1e3:,.1f} ({lin('restart_s')})"])
+    print_table(f"State vs users (median of {args.runs} runs; in parentheses: time per user relative to "
+                f"{fmt(base['users'])} users, 1.00 = linear)",
+                ["users", "B/user (RAM)", "B/user (snapshot)", "epoch snapshot, all changed ms",
+                 "epoch snapshot, 1% changed ms", "model checkpoint ms", "restart ms"], rows)
+    per_item = measure_items(args.items)
+    print(f"\nmemory per item ({fmt(args.items)} items): {per_item:,.0f} B")
+    data = {"runs": args.runs, "results": results, "bytes_per_item": per_item, "items": args.items}
+    if args.json is not None:
+        write_json("state", data, args.json or None)
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Throughput benchmark: events/s from Kafka in to decisions out (Redis + decision log), every model learning.
+
+    .venv/bin/python -m bench.throughput [--events 30000] [--runs 3] [--quix-python PATH] [--json]
+
+Each run preloads the same simulated events (valid clickstream/chat/control events of 2,000 users over
+1,000 items) into fresh topics of a local Tansu broker, then lets one pipeline drain them, writing every
+decision to a local redis-server (SET latest + SET explanation + PUBLISH, pipelined per batch) and to
+the decisions topic. The rate is measured on the output: the times the decisions-topic records are
+received by this process (polled every 0.1 s), from the decision after the first 5% (start-up and group joins excluded) to the last one; Redis is checked to
+hold every decision. Pipelines, all in the same run on the same servers:
+
+- engine, 1 process: `pulse run` (Bytewax, recovery on, as deployed);
+- engine, 2 processes: a Bytewax cluster `pulse run -i 0|1 -a "127.0.0.1:P1;127.0.0.1:P2"` (one partition each);
+- plain loop: the same work in a plain confluent-kafka consumer loop (bench/pipelines.py);
+- Quix Streams: the same work as a Quix Streams app (needs a Python with quixstreams: --quix-python,
+  default $BENCH_QUIX_PYTHON or ~/.cache/pulse-bench-quix/bin/python; `make bench-quix-venv` creates one);
+- the raw parts alone, in this process: Kafka consume, the engine step (parse + learn + decide + explain
+  + encode, and the models' handle() alone), Redis pipelined writes, decision-log produce; their
+  combined rate 1 / sum(1 / rate) is what a pipeline of these parts could reach on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.common import ROOT, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events, write_json
+
+WARMUP_SHARE = 0.05
+
+
+# ---------------------------------------------------------------- helpers
+def create_topics(env: dict[str, str]) -> None:
+    """The run's topics, with explicit retention configs (Quix Streams reads them back)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pulse.config import Settings
+
+    settings = Settings.from_env(env)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [*settings.input_topics, settings.topic_items, settings.topic_decisions, settings.topic_outcomes,
+             settings.topic_dead_letter]
+    config = {"retention.ms": "3600000", "retention.bytes": "-1"}
+    futures = admin.create_topics([NewTopic(n, settings.topic_partitions, 1, config=config) for n in names])
+    for future in futures.values():
+        future.result(15)
+
+
+def preload(env: dict[str, str], events: list) -> None:
+    """Produce the events to the run's input topics and wait until they are all acknowledged."""
+    from simulator import KafkaEventSink
+
+    sink = KafkaEventSink(env["KAFKA_BOOTSTRAP"])
+    for e in on_run_topics(env, events):
+        sink.send(e)
+    sink.close()
+
+
+class OutputReader:
+    """Reads a topic from the beginning, keeping the wall-clock time (ms) each record was received.
+
+    (Record timestamps are not used: Quix Streams copies the input record's timestamp to its outputs.)
+
+    (High watermarks are not a record count on Tansu, so records are really consumed; that costs little.)
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-reader",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": "100"})
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self.stamps: list[int] = []
+
+    def poll(self, seconds: float) -> int:
+        """Read for about `seconds`; return the records read so far."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = sum(1 for m in self._consumer.consume(10_000, 0.1) if m.error() is None)
+            now_ms = time.time() * 1000.0
+            self.stamps += [now_ms] * got
+        return len(self.stamps)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def steady_rate(stamps: list[int]) -> float:
+    """Records/s between the record after the warm-up share and the last record."""
+    start = int(len(stamps) * WARMUP_SHARE)
+    span_ms = stamps[-1] - stamps[start]
+    return (len(stamps) - 1 - start) / (span_ms / 1000.0) if span_ms > 0 else float("nan")
+
+
+def redis_decisions(redis_url: str, prefix: str) -> int:
+    """Explanation keys (one per decision) written under the run's prefix."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    count = sum(1 for _ in client.scan_iter(match=f"{prefix}:explanation:*", count=10_000))
+    client.close()
+    return count
+
+
+def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expected: int,
+                 timeout_s: float, workdir: Path) -> dict:
+    """Start the pipeline's processes, wait for `expected` decisions in the log, stop them, measure."""
+    topic = env["PULSE_TOPIC_DECISIONS"]
+    reader = OutputReader(env["KAFKA_BOOTSTRAP"], topic)
+    logs = [open(workdir / f"{name}-{i}.log", "wb") for i in range(len(commands))]
+    processes = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                 for cmd, log in zip(commands, logs)]
+    started = time.monotonic()
+    try:
+        while reader.poll(0.25) < expected:
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{name}: only {len(reader.stamps)} of {expected} decisions "
+                                   f"after {timeout_s:.0f}s (logs in {workdir})")
+            if any(p.poll() not in (None, 0) for p in processes):
+                raise RuntimeError(f"{name} exited with {[p.poll() for p in processes]}: "
+                                   + (workdir / f"{name}-0.log").read_text(errors="replace")[-2000:])
+        wall_s = time.monotonic() - started
+    finally:
+        reader.close()
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+        for p in processes:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        for log in logs:
+            log.close()
+    stamps = sorted(reader.stamps)
+    in_redis = redis_decisions(env["REDIS_URL"], env["PULSE_REDIS_PREFIX"])
+    return {"rate": steady_rate(stamps), "decisions": len(stamps), "redis_decisions": in_redis,
+            "wall_s": wall_s}
+
+
+# ---------------------------------------------------------------- the raw parts, in this process
+def part_kafka_consume(env: dict[str, str], expected: int) -> float:
+    """Consume the preloaded input topics alone (same consumer settings as the engine)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from pulse.config import Settings
+
+    settings = Settings.from_env(env)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-parts",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)})
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in settings.input_topics
+                     for p in metadata.topics[t].partitions])
+    n, start = 0, time.perf_counter()
+    while n < expected:
+        n += sum(1 for m in consumer.consume(1000, 0.5) if m.error() is None)
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return n / elapsed
+
+
+def part_engine(events: list) -> tuple[float, float, list]:
+    """(engine step rate: parse + UserLogic incl. encode; models-only rate: engine.handle on parsed events; outputs)."""
+    from operators.engine import EngineConfig, PersonalizationEngine
+    from operators.parse import EventParser
+    from operators.user_state import DecisionOut, user_logic_builder
+
+    parser = EventParser({"clickstream": "clickstream", "chat": "chat", "control": "control"}, 65536)
+    build = user_logic_builder(PersonalizationEngine(EngineConfig()), None, idle_ttl_s=86400)
+    logics: dict = {}
+    outputs = []
+    start = time.perf_counter()
+    for e in events:
+        accepted = parser.parse(e.value, e.key, e.topic, 0, 0)
+        user = accepted.event["user_id"]
+        logic = logics.get(user) or logics.setdefault(user, build(None))
+        out, discard = logic.on_batch([accepted])
+        if discard:
+            del logics[user]
+        outputs += [o for o in out if isinstance(o, DecisionOut)]
+    step_rate = len(events) / (time.perf_counter() - start)
+
+    engine = PersonalizationEngine(EngineConfig())
+    parsed = [(orjson.loads(e.value), 0) for e in events]
+    profiles: dict = {}
+    start = time.perf_counter()
+    for event, ingest in parsed:
+        user = event["user_id"]
+        profiles[user], _ = engine.handle(profiles.get(user), event, ingest)
+    models_rate = len(parsed) / (time.perf_counter() - start)
+    return step_rate, models_rate, outputs
+
+
+def part_redis(env: dict[str, str], outputs: list) -> float:
+    """The engine's Redis sink alone: the same pipelined writes, batches of 1,000 decisions."""
+    from connectors.redis_sink import _RedisPartition
+    from pulse.config import Settings
+
+    sink = _RedisPartition(Settings.from_env(env))
+    start = time.perf_counter()
+    for i in range(0, len(outputs), 1000):
+        sink.write_batch(outputs[i: i + 1000])
+    rate = len(outputs) / (time.perf_counter() - start)
+    sink.close()
+    return rate
+
+
+def part_log(env: dict[str, str], outputs: list) -> float:
+    """The decision log alone: produce every decision (same producer settings) and flush."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka_io import PRODUCER_CONFIG
+
+    producer = Producer({"bootstrap.servers": env["KAFKA_BOOTSTRAP"], **PRODUCER_CONFIG})
+    topic = env["PULSE_TOPIC_OUTCOMES"]  # an output topic no pipeline reads
+    start = time.perf_counter()
+    for n, out in enumerate(outputs):
+        producer.produce(topic, out.payload, out.user_id.encode())
+        if n % 1000 == 0:
+            producer.poll(0)
+    producer.flush(30)
+    return len(outputs) / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=30_000, help="events per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per pipeline (median reported)")
+    parser.add_argument("--pipelines", nargs="+", default=["parts", "plain", "engine1", "engine2", "quix"],
+                        choices=["parts", "plain", "engine1", "engine2", "quix"])
+    parser.add_argument("--quix-python", default=os.environ.get("BENCH_QUIX_PYTHON", str(Path.home() / ".cache/pulse-bench-quix/bin/python")),
+                        help="a Python with quixstreams installed (skipped when missing)")
+    parser.add_argument("--quix-runs", type=int, default=1, help="Quix runs (each waits ~20 s for its group join)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help="write results as JSON (default path bench/results/throughput.json)")
+    args = parser.parse_args(argv)
+
+    events = simulated_events(args.events)
+    expected = len(events)
+    rates: dict[str, list[float]] = {}
+    extra: dict[str, list[dict]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
+    quix_ok = "quix" in args.pipelines and Path(args.quix_python).exists()
+    if "quix" in args.pipelines and not quix_ok:
+        print(f"quix: skipped ({args.quix_python} not found; `make bench-quix-venv` creates it)")
+    try:
+        with servers() as (bootstrap, redis_url):
+            for run in range(args.runs):
+                order = [p for p in args.pipelines if p != "quix" or (quix_ok and run < args.quix_runs)]
+                for pipeline in order:
+                    env = run_env(bootstrap, redis_url, workdir)
+                    create_topics(env)
+                    preload(env, events)
+                    if pipeline == "parts":
+                        consume = part_kafka_consume(env, expected)
+                        step, models, outputs = part_engine(events)
+                        write = part_redis(env, outputs)
+                        log = part_log(env, outputs)
+                        for key, value in (("kafka consume", consume), ("engine step (parse+decide+encode)", step),
+                                           ("models: engine.handle", models), ("redis pipelined writes", write),
+                                           ("decision log produce", log)):
+                            rates.setdefault(key, []).append(value)
+                        combined = 1.0 / (1 / consume + 1 / step + 1 / write + 1 / log)
+                        rates.setdefault("sum of parts (1 core)", []).append(combined)
+                        print(f"run {run + 1}: parts: consume {consume:,.0f}, step {step:,.0f}, models {models:,.0f}, "
+                              f"redis {write:,.0f}, log {log:,.0f} -> combined {combined:,.0f} events/s", flush=True)
+                        continue
+                    if pipeline == "engine1":
+                        commands = [[sys.executable, "-m", "pulse.cli", "run", "-w", "1"]]
+                    elif pipeline == "engine2":
+                        from pulse.localservers import free_port
+
+                        addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+                        commands = [[sys.executable, "-m", "pulse.cli", "run", "-w", "1", "-i", str(i), "-a", addresses]
+                                    for i in range(2)]
+                        from bytewax.recovery import init_db_dir
+
+                        recovery = Path(env["PULSE_RECOVERY_DIR"])
+                        recovery.mkdir(parents=True, exist_ok=True)
+                        init_db_dir(recovery, 1)  # before both processes start (they would race to create it)
+                    elif pipeline == "plain":
+                        commands = [[sys.executable, "-m", "bench.pipelines", "plain", str(expected)]]
+                    else:
+                        env["BENCH_QUIX_STATE_DIR"] = str(workdir / f"quix-{run}")
+                        commands = [[args.quix_python, "-m", "bench.pipelines", "quix", str(expected)]]
+                    timeout = args.timeout + (60 if pipeline == "quix" else 0)
+                    result = run_pipeline(f"{pipeline}-{run}", commands, env, expected, timeout, workdir)
+                    rates.setdefault(pipeline, []).append(result["rate"])
+                    extra.setdefault(pipeline, []).append(result)
+                    print(f"run {run + 1}: {pipeline}: {result['rate']:,.0f} events/s "
+                          f"({result['decisions']} decisions in the log, {result['redis_decisions']} in Redis, "
+                          f"{result['wall_s']:.1f}s wall)", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = {k: median(v) for k, v in rates.items()}
+    labels = {"plain": "plain confluent-kafka loop (1 process)", "engine1": "engine: pulse run, 1 process",
+              "engine2": "engine: pulse run, 2 processes (cluster)", "quix": "Quix Streams app (1 process)"}
+    plain = med.get("plain")
+    parts_sum = med.get("sum of parts (1 core)")
+    rows = []
+    for key, value in med.items():
+        rows.append([labels.get(key, "part: " + key if key != "sum of parts (1 core)" else key), fmt(value),
+                     len(rates[key]),
+                     f"{value / plain:.2f}" if plain else "-", f"{value / parts_sum:.2f}" if parts_sum else "-"])
+    print_table(f"Throughput: {expected:,} events per run, median events/s",
+                ["pipeline", "events/s", "runs", "vs plain loop", "vs sum of parts"], rows)
+    targets = {}
+    if "engine1" in med:
+        targets["engine_1proc_ge_30k"] = med["engine1"] >= 30_000
+        if plain:
+            targets["engine_ge_70pct_of_plain_loop"] = med["engine1"] >= 0.7 * plain
+        if "quix" in med:
+            targets["engine_beats_quix"] = med["engine1"] > med["quix"]
+        if "engine2" in med:
+            scale = med["engine2"] / med["engine1"]
+            targets["two_processes_ge_1_7x"] = scale >= 1.7
+            print(f"2-process scaling: {scale:.2f}x")
+    for name, ok in targets.items():
+        print(f"target {name}: {'met' if ok else 'MISSED'}")
+    data = {"events": expected, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,
+            "details": extra, "targets": targets, "cpus": os.cpu_count()}
+    if args.json is not None:
+        write_json("throughput", data, args.json or None)
+    return data
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The personalization dataflow, top to bottom.
+
+Run it with `pulse run` (or `python -m bytewax.run flows.personalization:flow`). Configuration comes from
+the environment (see pulse.config / README).
+
+    model_commands_in ─ run_model_command ─ model_acks_out                     (snapshot / rollback, per process)
+    catalog_in ─ apply_catalog ─ split_catalog ─(item)─ catalog_redis_out      (every worker reads every item)
+                                      └─(invalid)──────────┐
+    kafka_in ─ parse ─ split_valid ─(invalid)──────── all_invalid ─ to_dead_letter ─ dead_letter_out
+                             └─(valid)─ key_by_user ─ decide ─ split_outcomes ─(decision)─┬─ redis_out (latest + PUBLISH)
+                                                                   │                     └─ to_decision_log ─ decision_log_out
+                                                                   └─(outcome)─ to_outcome_log ─ outcome_log_out
+"""
+
+from __future__ import annotations
+
+import os
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from connectors.checkpoint import bytewax_run_argv, checkpoint_for, recovery_options
+from connectors.catalog import CatalogSource, RedisCatalogSink
+from connectors.kafka_io import (
+    dead_letter_sink,
+    decision_log_sink,
+    event_source,
+    outcome_log_sink,
+    to_dead_letter_message,
+    to_log_message,
+)
+from connectors.model_control import ModelAckSink, ModelCommandSource
+from connectors.redis_sink import RedisDecisionSink
+from online_models.registry import ModelRegistry
+from operators.catalog import CatalogUpdater
+from operators.engine import EngineConfig, PersonalizationEngine
+from operators.model_commands import ModelCommandRunner
+from operators.metrics import engine_metrics, serve_engine_metrics
+from operators.parse import Accepted, EventParser
+from operators.privacy import Pseudonymizer
+from operators.user_state import DecisionOut, user_logic_builder
+from pulse.config import Settings
+
+
+def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
+    """Wire source → parse/validate → per-user decide → Redis, decision log and dead letters.
+
+    `argv` are bytewax.run's arguments: with recovery (`-r DIR`) the models are checkpointed in DIR.
+    """
+    parser = EventParser(
+        {settings.topic_clickstream: "clickstream", settings.topic_chat: "chat", settings.topic_control: "control"},
+        settings.max_event_bytes,
+    )
+    engine = PersonalizationEngine(
+        EngineConfig(
+            settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
+            attribution_window_ms=int(settings.attribution_window_s * 1000), rules_file=settings.rules_file or None,
+            nba_epsilon=settings.nba_epsilon, nba_warmup=settings.nba_warmup,
+        )
+    )
+
+    flow = Dataflow("pulse-personalization")
+    catalog_parser = EventParser({settings.topic_items: "items"}, settings.max_event_bytes)
+    catalog = op.filter_map(
+        "apply_catalog", op.input("catalog_in", flow, CatalogSource(settings)), CatalogUpdater(engine, catalog_parser).apply
+    )
+    items = op.branch("split_catalog", catalog, lambda item: isinstance(item, dict))
+    op.output("catalog_redis_out", items.trues, RedisCatalogSink(settings))
+
+    _, process_id = recovery_options(argv or [], os.environ)
+    runner = ModelCommandRunner(engine, ModelRegistry(settings.model_dir), process_id)
+    commands = op.input("model_commands_in", flow, ModelCommandSource(settings, settings.model_snapshot_s))
+    op.output("model_acks_out", op.filter_map("run_model_command", commands, runner.run), ModelAckSink(settings))
+
+    records = op.input("kafka_in", flow, event_source(settings))
+    parsed = op.map("parse", records, parser.parse_message)
+    serve_engine_metrics(settings.metrics_port)
+    engine_metrics().watch_drift(engine.drift_counts)
+    op.inspect("count_parsed", parsed, lambda _step, item: engine_metrics().observe_parsed(item))
+    valid = op.branch("split_valid", parsed, lambda item: isinstance(item, Accepted))
+
+    invalid = op.merge("all_invalid", valid.falses, items.falses)
+    dead_letters = op.map("to_dead_letter", invalid, to_dead_letter_message)
+    op.output("dead_letter_out", dead_letters, dead_letter_sink(settings))
+
+    accepted = valid.trues
+    if settings.pseudonymize_key:  # before the events reach any state (operators.privacy)
+        accepted = op.map("pseudonymize", accepted, Pseudonymizer(settings.pseudonymize_key))
+    by_user = op.key_on("key_by_user", accepted, lambda accepted: accepted.event["user_id"])
+    checkpoint = checkpoint_for(engine, argv or [], os.environ)
+    user_logic = user_logic_builder(engine, checkpoint, idle_ttl_s=settings.decision_ttl_s)
+    results = op.key_rm("unkey", op.stateful_batch("decide", by_user, user_logic))
+    split = op.branch("split_outcomes", results, lambda result: isinstance(result, DecisionOut))
+    decisions, outcomes = split.trues, split.falses
+    op.output("redis_out", decisions, RedisDecisionSink(settings))
+    op.output("decision_log_out", op.map("to_decision_log", decisions, to_log_message), decision_log_sink(settings))
+    op.output("outcome_log_out", op.map("to_outcome_log", outcomes, to_log_message), outcome_log_sink(settings))
+    return flow
+
+
+flow = build_flow(Settings.from_env(), bytewax_run_argv())

@@ -1,0 +1,352 @@
+"""The personalization engine: per event, teach the models, decide, and explain the decision.
+
+Plain Python with no Bytewax, Kafka or Redis inside: the dataflow calls `PersonalizationEngine.handle`
+for each event of a user, and the same object runs in-process for evaluation and benchmarks.
+The models are shared by every user handled in this process; the caller owns the per-user
+`UserFeatures` (the dataflow keeps it in Bytewax state).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from river import stats
+
+from online_models import Action, ChurnClassifier, HybridRecommender, RuleBasedPolicy, SentimentClassifier
+from online_models.confidence import decision_confidence
+from online_models.drift import DriftAdaptive, DriftDetector
+from online_models.exploring_policy import ExploringPolicy
+from online_models.segments import BehaviourSegmenter
+from operators.attribution import OUTCOME_REWARD, Attribution, PendingDecision
+from operators.features import INTERACTION_STRENGTH, UserFeatures
+from operators.rules import CANDIDATE_FACTOR, RulesFile
+
+DECISION_SCHEMA = "pulse.decision/1"
+# What snapshots save and restore.
+MODEL_NAMES = ("recommender", "churn_adaptive", "sentiment_adaptive", "recommender_drift", "policy", "segmenter",
+               "action_rewards")
+DRIFT_REPLAY = 2_000  # recent labeled examples kept to retrain a model from when its error drifts up
+NON_PERSONALIZED_POLICY = "non-personalized"
+OFFER_ACTIONS = frozenset({"retention_offer", "discount"})
+SEGMENT_REFRESH_EVENTS = frozenset({"session_start", "session_end"})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tunables of the engine (see pulse.config for their environment variables)."""
+
+    top_k: int = 10
+    churn_threshold: float = 0.6
+    escalation_threshold: float = -0.5
+    seed: int = 7
+    attribution_window_ms: int = 30 * 60_000
+    rules_file: str | None = None
+    nba_epsilon: float = 0.05
+    nba_warmup: int = 1000
+
+
+def decision_id_for(event_id: str) -> str:
+    """Deterministic decision id: replays of the same event produce the same id (idempotent writes)."""
+    return f"d-{event_id}"
+
+
+class PersonalizationEngine:
+    """Shared online models plus the per-event procedure learn → decide → explain."""
+
+    def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        self.recommender = HybridRecommender(seed=config.seed)
+        # Churn and sentiment are watched by ADWIN on their progressive-validation error; on an upward
+        # drift each is replaced by a fresh model retrained on the examples since the change.
+        self.churn_adaptive = DriftAdaptive(ChurnClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
+        self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
+        self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)
+        self.policy = ExploringPolicy(
+            RuleBasedPolicy(config.churn_threshold, config.escalation_threshold),
+            epsilon=config.nba_epsilon, warmup=config.nba_warmup, seed=config.seed,
+        )
+        self.segmenter = BehaviourSegmenter()
+        self.rules = RulesFile(config.rules_file)
+        self.catalog: dict[str, dict[str, Any]] = {}  # item_id -> latest catalog event fields
+        self.action_rewards: dict[str, stats.Mean] = {}  # realized reward per action, from attribution
+        self.lock = threading.Lock()  # the dataflow's worker threads of one process share this engine
+        self.snapshot_hash = "none"  # content hash of the snapshot the models descend from
+
+    @property
+    def churn(self) -> ChurnClassifier:
+        """The current churn model."""
+        return self.churn_adaptive.model
+
+    @property
+    def sentiment(self) -> SentimentClassifier:
+        """The current sentiment model."""
+        return self.sentiment_adaptive.model
+
+    def drift_counts(self) -> dict[str, int]:
+        """Upward error drifts detected per model since start (churn and sentiment were retrained at each)."""
+        return {"churn": self.churn_adaptive.detector.n_drifts, "sentiment": self.sentiment_adaptive.detector.n_drifts,
+                "recommender": self.recommender_drift.n_drifts}
+
+    def models(self) -> dict[str, Any]:
+        """The learned models, by name (what a snapshot saves)."""
+        return {name: getattr(self, name) for name in MODEL_NAMES}
+
+    def restore_models(self, models: dict[str, Any], snapshot_hash: str) -> None:
+        """Replace the learned models with a snapshot's (rollback); decisions then name its hash."""
+        for name in MODEL_NAMES:
+            setattr(self, name, models[name])
+        self.snapshot_hash = snapshot_hash
+
+    def apply_item(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Apply a catalog event (`item_upsert` / `item_delete`): ranking sees the change at once.
+
+        Returns the item's catalog record (`deleted: true` after a delete).
+        """
+        item_id = event["item_id"]
+        if event["type"] == "item_delete":
+            record = {**self.catalog.get(item_id, {"item_id": item_id}), "deleted": True, "updated_ts": event["ts"]}
+            if self.recommender.category_of(item_id) is not None:
+                self.recommender.set_availability(item_id, listed=False)
+        else:
+            record = {
+                "item_id": item_id, "category": event["category"], "price": event.get("price"),
+                "tags": event.get("tags", []), "in_stock": event.get("in_stock", True),
+                "available_from": event.get("available_from"), "available_until": event.get("available_until"),
+                "deleted": False, "updated_ts": event["ts"],
+            }
+            self.recommender.add_item(item_id, event["category"])
+            self.recommender.set_availability(
+                item_id, record["in_stock"], record["available_from"], record["available_until"]
+            )
+        self.catalog[item_id] = record
+        return record
+
+    def handle(
+        self, profile: UserFeatures | None, event: dict[str, Any], ingest_ms: int
+    ) -> tuple[UserFeatures | None, dict[str, Any]]:
+        """Process one valid event of one user; return the user's new profile (None: forget it) and the decision."""
+        event_type = event["type"]
+        if event_type == "forget_user":
+            self.recommender.forget_user(event["user_id"])
+            return None, self._forgotten(event, ingest_ms)  # pending decisions are dropped, not logged
+        if profile is None:
+            profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])
+        if event_type == "consent":
+            if not event["personalization"]:
+                profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])  # withdrawing consent erases the profile built so far
+                self.recommender.forget_user(event["user_id"])
+            profile.personalization = event["personalization"]
+        if not profile.personalization:
+            return profile, self._non_personalized(event, ingest_ms)
+        settled = self._attribute(profile, event)
+        message_sentiment = self._learn(profile, event)
+        decision, context = self._decide(profile, event, ingest_ms, message_sentiment)
+        evicted = profile.pending.add(self._pending(decision, context), event["user_id"])
+        for attribution in evicted:
+            self._learn_reward(attribution)
+        decision["attributions"] = [attribution.to_dict() for attribution in settled + evicted]
+        return profile, decision
+
+    def _attribute(self, profile: UserFeatures, event: dict[str, Any]) -> list[Attribution]:
+        """Settle decisions whose wait window closed, then join this event to a decision if it is an outcome."""
+        window = self.config.attribution_window_ms
+        settled = profile.pending.settle_expired(event["ts"], window, event["user_id"])
+        if event["type"] in OUTCOME_REWARD:
+            if profile.pending.entries:  # was the item among the latest recommendations? (drift watch)
+                self.recommender_drift.update(0.0 if event.get("item_id") in profile.pending.entries[-1].items else 1.0)
+            profile.pending.join(event, window)
+        for attribution in settled:
+            self._learn_reward(attribution)
+        return settled
+
+    def expire(self, profile: UserFeatures, user_id: str, now_ms: int, idle: bool) -> list[dict[str, Any]]:
+        """Settle the user's decisions whose window closed by `now_ms` (all of them when the user goes `idle`)."""
+        pending = profile.pending
+        settled = (pending.settle_all(now_ms, user_id, "user expired") if idle
+                   else pending.settle_expired(now_ms, self.config.attribution_window_ms, user_id))
+        for attribution in settled:
+            self._learn_reward(attribution)
+        return [attribution.to_dict() for attribution in settled]
+
+    def _learn_reward(self, attribution: Attribution) -> None:
+        decision = attribution.decision
+        self.action_rewards.setdefault(decision.action, stats.Mean()).update(decision.reward)
+        self.policy.learn_one(decision.context, decision.action, decision.reward)
+
+    @staticmethod
+    def _pending(decision: dict[str, Any], context: dict[str, float]) -> PendingDecision:
+        return PendingDecision(
+            decision["decision_id"], decision["event_ts"], decision["action"]["name"], decision["action"]["propensity"],
+            tuple(rec["item_id"] for rec in decision["recommendations"]), context,
+        )
+
+    def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Update the profile and every model this event teaches; return the chat message's sentiment, if any."""
+        event_type = event["type"]
+        profile.update(event)
+        item_id = event.get("item_id")
+        if item_id is not None and event_type in INTERACTION_STRENGTH:
+            self.recommender.learn_one(
+                event["user_id"], item_id, event.get("category") or "unknown", INTERACTION_STRENGTH[event_type], event["ts"]
+            )
+        if event_type == "churn_outcome":
+            x, churned = profile.churn_features(), event["churned"]
+            error = abs(float(churned) - self.churn.predict_proba_one(x))
+            self.churn_adaptive.learn_one((x, churned), error=error)
+        if event_type != "chat_message":
+            return None
+        text = event["text"]
+        # Progressive validation: score the message before its label (if any) teaches the model.
+        score = self.sentiment.predict_one(text)
+        explanation = self.sentiment.explain_one(text)
+        label = event.get("label")
+        if label is not None:
+            error = abs(float(label == "positive") - (score + 1.0) / 2.0)
+            self.sentiment_adaptive.learn_one((text, label), error=error)
+        profile.observe_sentiment(score)
+        return {"score": score, "label": label, "explanation": explanation.to_dict()}
+
+    def _decide(
+        self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """The decision, and the context the next-best-action policy chose in (its rewards are learned in it)."""
+        user_id = event["user_id"]
+        features = profile.churn_features()
+        churn_explanation = self.churn.explain_one(features)
+        churn_probability = _sigmoid(churn_explanation.score)  # equals predict_proba_one (tested), one pass
+        recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
+        context = {**features, "churn_probability": churn_probability}
+        action = self.policy.decide(context, churn_probability, profile.recent_sentiment)
+        action, offer_rule = self._limit_offers(action, profile, event["ts"])
+        segment = self._segment(profile, event["type"], features)
+        threshold = min(max(self.config.churn_threshold, 1e-6), 1 - 1e-6)
+        applied_rules += offer_rule
+        decided_ms = _now_ms()
+        decision = {
+            **self._header(event, ingest_ms, decided_ms),
+            "personalized": True,
+            "recommendations": [rec.to_dict() for rec in recommendations],
+            "churn": {"probability": churn_probability, "explanation": churn_explanation.to_dict()},
+            "sentiment": {"recent": profile.recent_sentiment, "message": message_sentiment},
+            "action": {**action.to_dict(), "observed_reward": self._observed_reward(action.name)},
+            "confidence": decision_confidence(churn_probability, threshold, profile.n_events),
+            "segment": segment,
+            "rules": applied_rules,
+            "model_versions": self.model_versions(),
+            "features": {**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
+            "category_affinity": profile.normalized_affinity(),
+        }
+        return decision, context
+
+    def _segment(self, profile: UserFeatures, event_type: str, features: dict[str, float]) -> int:
+        """The user's behaviour segment, re-learned and re-assigned at session boundaries (cheap in between)."""
+        if profile.segment is None or event_type in SEGMENT_REFRESH_EVENTS:
+            self.segmenter.learn_one(features)
+            profile.segment = self.segmenter.predict_one(features)
+        return profile.segment
+
+    def _recommend(self, profile: UserFeatures, user_id: str, now_ms: int) -> tuple[list, list[dict[str, Any]]]:
+        """Top-k under the business rules; returns the recommendations and the rules that shaped them."""
+        rules = self.rules.current()
+        k = self.config.top_k
+        affinity = profile.normalized_affinity()
+        category_filter = rules.category_filter()
+        excluded = rules.exclusions(profile.history, now_ms)
+        # Exclusions and category rules act inside ranking; pins and the diversity cap need spare candidates.
+        n_candidates = k * CANDIDATE_FACTOR if rules.max_per_category else k + len(rules.pinned_items)
+        ranked = self.recommender.rank(user_id, n_candidates, affinity, now_ms, excluded, category_filter)
+        pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter)
+                  if rules.pinned_items else [])
+        recommendations, applied = rules.finalize(ranked, pinned, k)
+        by_reason: dict[str, list[str]] = {}
+        for item, reason in excluded.items():
+            by_reason.setdefault(reason, []).append(item)
+        applied += [{"rule": "exclude", "effect": f"excluded: {reason}", "items": items[:20], "count": len(items)}
+                    for reason, items in by_reason.items()]
+        if category_filter is not None:
+            applied.append({"rule": "categories", "effect": "category allow/deny lists and boosts applied",
+                            "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),
+                            "boosts": rules.category_boosts})
+        return recommendations, applied
+
+    def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int) -> tuple[Action, list[dict[str, Any]]]:
+        """Enforce the offer frequency limit; remember when an offer is made."""
+        if action.name not in OFFER_ACTIONS:
+            return action, []
+        allowed, why = self.rules.current().offer_allowed(profile.history, now_ms)
+        if not allowed:
+            return Action("recommend", 1.0, why), [{"rule": "offer_limit", "effect": why}]
+        profile.history.last_offer_ms = now_ms
+        return action, []
+
+    def _observed_reward(self, action: str) -> float | None:
+        mean = self.action_rewards.get(action)
+        return None if mean is None or mean.n == 0 else mean.get()
+
+    def _non_personalized(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
+        """Decision for a user without consent: popularity only, no profile, no offers."""
+        recommendations = self.recommender.rank_popular(self.config.top_k, now_ms=event["ts"])
+        return {
+            **self._header(event, ingest_ms, _now_ms()),
+            "personalized": False,
+            "recommendations": [rec.to_dict() for rec in recommendations],
+            "churn": None,
+            "sentiment": None,
+            "action": {"name": "recommend", "propensity": 1.0, "reason": "personalization off: no consent"},
+            "model_versions": {"recommender": self.recommender.version, "policy": NON_PERSONALIZED_POLICY},
+            "features": {},
+        }
+
+    def _forgotten(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
+        return {
+            **self._header(event, ingest_ms, _now_ms()),
+            "personalized": False,
+            "forgotten": True,
+            "recommendations": [],
+            "action": {"name": "forget", "propensity": 1.0, "reason": "forget_user: profile and stored decision erased"},
+            "model_versions": {},
+            "features": {},
+        }
+
+    def model_versions(self) -> dict[str, str]:
+        """The version of every model, the policy, the rules and the snapshot the models descend from."""
+        return {
+            "recommender": self.recommender.version,
+            "churn": f"{self.churn.version}/gen{len(self.churn_adaptive.adaptations)}",
+            "sentiment": f"{self.sentiment.version}/gen{len(self.sentiment_adaptive.adaptations)}",
+            "policy": self.policy.version,
+            "segments": f"kmeans-{self.segmenter.n_segments}",
+            "rules": self.rules.current().version,
+            "snapshot": self.snapshot_hash,
+        }
+
+    @staticmethod
+    def _header(event: dict[str, Any], ingest_ms: int, decided_ms: int) -> dict[str, Any]:
+        event_ts = event["ts"]
+        return {
+            "schema": DECISION_SCHEMA,
+            "decision_id": decision_id_for(event["event_id"]),
+            "user_id": event["user_id"],
+            "event_id": event["event_id"],
+            "event_type": event["type"],
+            "event_ts": event_ts,
+            "ingest_ts": ingest_ms,
+            "decided_ts": decided_ms,
+            "latency_ms": {"event_to_ingest": ingest_ms - event_ts, "ingest_to_decision": decided_ms - ingest_ms},
+        }
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _learn_example(model: Any, example: tuple[Any, ...]) -> None:
+    model.learn_one(*example)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,155 @@
+"""Per-user behavioural features, updated event by event (the per-key state of the dataflow).
+
+The state is a handful of numbers, a small bounded dict of category affinities, a bounded history
+of viewed/purchased items (for business rules) and the decisions awaiting outcomes (attribution),
+so Bytewax snapshots stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from operators.attribution import PendingDecisions
+from operators.history import InteractionHistory
+
+ITEM_EVENTS = frozenset({"page_view", "click", "add_to_cart", "purchase"})
+# How strongly an interaction signals interest in its item/category.
+INTERACTION_STRENGTH: dict[str, float] = {"page_view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0}
+AFFINITY_DECAY = 0.97  # applied to every category at each item interaction
+MAX_CATEGORIES = 16  # affinities kept per user; the weakest is dropped beyond this
+EWMA_ALPHA = 0.3  # weight of the newest observation in dwell and sentiment averages
+MS_PER_HOUR = 3_600_000.0
+
+# Names of the features the churn model sees, in a stable order.
+CHURN_FEATURES = (
+    "recency_hours_log",
+    "events_per_session",
+    "dwell_seconds",
+    "click_through",
+    "purchases_per_session",
+    "cart_abandonment",
+    "monetary_log",
+    "sentiment",
+    "chats_per_session",
+)
+
+
+class UserFeatures:
+    """Behavioural profile of one user.
+
+    >>> f = UserFeatures(first_ts=0)
+    >>> f.update({"type": "add_to_cart", "ts": 1000, "item_id": "i1", "category": "shoes", "price": 10.0})
+    >>> f.churn_features()["cart_abandonment"]
+    1.0
+    """
+
+    __slots__ = (
+        "first_ts", "last_ts", "previous_ts", "n_events", "n_sessions", "n_page_views", "n_clicks", "n_carts",
+        "n_purchases", "n_searches", "n_chats", "monetary", "dwell_ewma", "sentiment_ewma", "category_affinity",
+        "personalization", "history", "pending", "user_id", "segment",
+    )
+
+    def __init__(self, first_ts: int, user_id: str = "") -> None:
+        self.user_id = user_id
+        self.segment: int | None = None  # behaviour segment, refreshed at session boundaries
+        self.first_ts = first_ts
+        self.last_ts = first_ts
+        self.previous_ts = first_ts
+        self.n_events = 0
+        self.n_sessions = 0
+        self.n_page_views = 0
+        self.n_clicks = 0
+        self.n_carts = 0
+        self.n_purchases = 0
+        self.n_searches = 0
+        self.n_chats = 0
+        self.monetary = 0.0
+        self.dwell_ewma = 0.0
+        self.sentiment_ewma = 0.0
+        self.category_affinity: dict[str, float] = {}
+        self.personalization = True
+        self.history = InteractionHistory()
+        self.pending = PendingDecisions()
+
+    def copy(self) -> "UserFeatures":
+        """An independent copy (used as the Bytewax snapshot)."""
+        clone = UserFeatures.__new__(UserFeatures)
+        for name in UserFeatures.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone.category_affinity = dict(self.category_affinity)
+        clone.history = self.history.copy()
+        clone.pending = self.pending.copy()
+        return clone
+
+    def update(self, event: dict[str, Any]) -> None:
+        """Fold one behavioural event into the profile."""
+        event_type = event["type"]
+        ts = event["ts"]
+        self.previous_ts = self.last_ts
+        self.last_ts = max(self.last_ts, ts)
+        self.n_events += 1
+        if event_type == "session_start":
+            self.n_sessions += 1
+        elif event_type == "page_view":
+            self.n_page_views += 1
+            dwell = event.get("dwell_ms")
+            if dwell is not None:
+                self.dwell_ewma += EWMA_ALPHA * (dwell / 1000.0 - self.dwell_ewma)
+        elif event_type == "click":
+            self.n_clicks += 1
+        elif event_type == "add_to_cart":
+            self.n_carts += 1
+        elif event_type == "purchase":
+            self.n_purchases += 1
+            self.monetary += float(event["price"])
+        elif event_type == "search":
+            self.n_searches += 1
+        elif event_type == "chat_message":
+            self.n_chats += 1
+        self.history.record(event)
+        category = event.get("category")
+        if category is not None and event_type in ITEM_EVENTS:
+            self._reinforce(category, INTERACTION_STRENGTH[event_type])
+
+    def observe_sentiment(self, score: float) -> None:
+        """Fold the sentiment score of the user's latest chat message into the recent-sentiment average."""
+        if self.n_chats <= 1:
+            self.sentiment_ewma = score
+        else:
+            self.sentiment_ewma += EWMA_ALPHA * (score - self.sentiment_ewma)
+
+    def _reinforce(self, category: str, strength: float) -> None:
+        affinity = self.category_affinity
+        for name in affinity:
+            affinity[name] *= AFFINITY_DECAY
+        affinity[category] = affinity.get(category, 0.0) + strength
+        if len(affinity) > MAX_CATEGORIES:
+            del affinity[min(affinity, key=affinity.__getitem__)]
+
+    def normalized_affinity(self) -> dict[str, float]:
+        """Category affinities scaled to [0, 1] (the strongest category is 1)."""
+        if not self.category_affinity:
+            return {}
+        top = max(self.category_affinity.values())
+        return {name: value / top for name, value in self.category_affinity.items()}
+
+    @property
+    def recent_sentiment(self) -> float | None:
+        """Recent chat sentiment in [-1, 1], or None before the first chat message."""
+        return self.sentiment_ewma if self.n_chats else None
+
+    def churn_features(self) -> dict[str, float]:
+        """The churn model's inputs: scale-free behavioural ratios plus log-scaled recency and spend."""
+        sessions = max(self.n_sessions, 1)
+        return {
+            "recency_hours_log": math.log1p(max(self.last_ts - self.previous_ts, 0) / MS_PER_HOUR),
+            "events_per_session": self.n_events / sessions,
+            "dwell_seconds": self.dwell_ewma,
+            "click_through": self.n_clicks / max(self.n_page_views, 1),
+            "purchases_per_session": self.n_purchases / sessions,
+            "cart_abandonment": max(self.n_carts - self.n_purchases, 0) / self.n_carts if self.n_carts else 0.0,
+            "monetary_log": math.log1p(self.monetary),
+            "sentiment": self.sentiment_ewma,
+            "chats_per_session": self.n_chats / sessions,
+        }

@@ -1,0 +1,55 @@
+"""What a user recently saw and bought, and when they last got an offer: the memory business rules need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_VIEWED = 50
+MAX_PURCHASED = 100
+VIEW_EVENTS = frozenset({"page_view", "click", "add_to_cart"})
+
+
+class InteractionHistory:
+    """Bounded per-user history (oldest entries dropped first).
+
+    >>> h = InteractionHistory()
+    >>> h.record({"type": "purchase", "item_id": "i1", "ts": 5})
+    >>> h.purchased
+    {'i1': 5}
+    """
+
+    __slots__ = ("viewed", "purchased", "last_offer_ms")
+
+    def __init__(self) -> None:
+        self.viewed: dict[str, int] = {}
+        self.purchased: dict[str, int] = {}
+        self.last_offer_ms: int | None = None
+
+    def copy(self) -> "InteractionHistory":
+        """An independent copy."""
+        clone = InteractionHistory()
+        clone.viewed = dict(self.viewed)
+        clone.purchased = dict(self.purchased)
+        clone.last_offer_ms = self.last_offer_ms
+        return clone
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Remember item views and purchases."""
+        item_id = event.get("item_id")
+        if item_id is None:
+            return
+        if event["type"] == "purchase":
+            _remember(self.purchased, item_id, event["ts"], MAX_PURCHASED)
+        elif event["type"] in VIEW_EVENTS:
+            _remember(self.viewed, item_id, event["ts"], MAX_VIEWED)
+
+    def seen_since(self, since_ms: int) -> list[str]:
+        """Items viewed at or after `since_ms`."""
+        return [item for item, ts in self.viewed.items() if ts >= since_ms]
+
+
+def _remember(entries: dict[str, int], item_id: str, ts: int, limit: int) -> None:
+    entries.pop(item_id, None)  # re-insert: dict order is recency order
+    entries[item_id] = ts
+    if len(entries) > limit:
+        del entries[next(iter(entries))]

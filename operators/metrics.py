@@ -1,0 +1,247 @@
+"""Prometheus metrics of the engine and the gateway, defined in one place.
+
+The engine's metrics live in the process-wide registry (next to bytewax's own
+`bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; each gateway builds its
+`GatewayMetrics` in a registry of its own. Model quality is computed over rolling windows when scraped,
+so the per-event cost is a few counter increments and deque appends.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, deque
+from typing import Any, Callable, Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from operators.contracts import TOPIC_KIND_OF_TYPE
+
+LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+QUALITY_WINDOW = 1000
+HIT_RATE_USERS = 50_000  # users whose previous top-k is remembered for the hit rate (LRU)
+
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("invalid JSON", "invalid_json"),
+    ("oversize", "oversize"),
+    ("empty record", "empty_record"),
+    ("unexpected topic", "unexpected_topic"),
+    ("kafka error", "kafka_error"),
+    ("must be a JSON object", "not_an_object"),
+    ("unknown event type", "unknown_type"),
+    ("belongs on the", "wrong_topic"),
+    ("missing", "missing_field"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """A bounded label for a dead-letter reason (the full reason stays in the record's header).
+
+    >>> reason_class("missing field 'item_id'"), reason_class("field 'price' must be a finite number >= 0")
+    ('missing_field', 'invalid_field')
+    """
+    for needle, label in _REASONS:
+        if needle in reason:
+            return label
+    return "invalid_field"
+
+
+class Rolling:
+    """A bounded window of (prediction, label) pairs with the quality measures Pulse reports."""
+
+    def __init__(self, size: int = QUALITY_WINDOW) -> None:
+        self._pairs: deque[tuple[float, int]] = deque(maxlen=size)
+
+    def add(self, prediction: float, label: bool) -> None:
+        """Record one prediction (a probability or a score) and its true label."""
+        self._pairs.append((prediction, int(label)))
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def auc(self) -> float:
+        """ROC AUC by the rank-sum formula (ties share ranks); NaN until both classes are seen.
+
+        >>> r = Rolling(); [r.add(p, y) for p, y in [(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)]] and r.auc()
+        0.75
+        """
+        pairs = sorted(self._pairs)
+        positives = sum(y for _, y in pairs)
+        negatives = len(pairs) - positives
+        if not positives or not negatives:
+            return math.nan
+        rank_sum, i = 0.0, 0
+        while i < len(pairs):
+            j = i
+            while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+                j += 1
+            rank_sum += (i + j + 1) / 2 * sum(y for _, y in pairs[i:j])  # mean rank (1-based) of the tie group
+            i = j
+        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+    def log_loss(self) -> float:
+        """Mean binary cross-entropy of probabilities (clipped to [1e-15, 1 - 1e-15]); NaN when empty."""
+        if not self._pairs:
+            return math.nan
+        eps = 1e-15
+        total = sum(-math.log(min(max(p if y else 1 - p, eps), 1 - eps)) for p, y in self._pairs)
+        return total / len(self._pairs)
+
+    def mean_label(self) -> float:
+        """Share of positive labels (e.g. accuracy when labels are 'was correct'); NaN when empty."""
+        return sum(y for _, y in self._pairs) / len(self._pairs) if self._pairs else math.nan
+
+
+class EngineMetrics:
+    """Counters, latency histograms and rolling model quality of the dataflow process."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events = Counter("pulse_events", "Events read, by topic kind and event type (invalid: type='invalid').",
+                              ["topic", "type"], registry=registry)
+        self.dead_letters = Counter("pulse_dead_letters", "Records dead-lettered, by reason class.", ["reason"],
+                                    registry=registry)
+        self.decisions = Counter("pulse_decisions", "Decisions made, by chosen action.", ["action"], registry=registry)
+        self.latency = Histogram("pulse_latency_seconds", "Latency per stage: event_to_ingest (producer ts to engine "
+                                 "read), ingest_to_decision, event_to_decision.", ["stage"], buckets=LATENCY_BUCKETS_S,
+                                 registry=registry)
+        self._stage_latency = {stage: self.latency.labels(stage)
+                               for stage in ("event_to_ingest", "ingest_to_decision", "event_to_decision")}
+        self._labelled: dict[tuple, Any] = {}  # label lookups are slow in prometheus_client: cache the children
+        self.churn = Rolling()
+        self.sentiment = Rolling()
+        self.hits = Rolling()
+        quality = Gauge("pulse_model_quality", f"Rolling model quality over the last {QUALITY_WINDOW} labels "
+                        "(NaN until labels arrive).", ["model", "measure"], registry=registry)
+        for model, measure, source in (
+            ("churn", "auc", self.churn.auc), ("churn", "log_loss", self.churn.log_loss),
+            ("sentiment", "accuracy", self.sentiment.mean_label), ("recommender", "hit_rate", self.hits.mean_label),
+        ):
+            quality.labels(model, measure).set_function(source)
+        samples = Gauge("pulse_model_quality_samples", "Labels in each rolling quality window.", ["model"],
+                        registry=registry)
+        for model, window in (("churn", self.churn), ("sentiment", self.sentiment), ("recommender", self.hits)):
+            samples.labels(model).set_function(window.__len__)
+        self._drifts = Gauge("pulse_model_drifts", "Upward error drifts detected by ADWIN since start, per model "
+                             "(churn and sentiment are retrained from recent data at each).", ["model"], registry=registry)
+        self._last_top: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._labelled.get(key)
+        if child is None:
+            child = self._labelled[key] = metric.labels(*labels)
+        return child
+
+    def watch_drift(self, drift_counts: Callable[[], dict[str, int]]) -> None:
+        """Export the engine's drift alarm counts (read at scrape time)."""
+        for model in ("churn", "sentiment", "recommender"):
+            self._drifts.labels(model).set_function(lambda model=model: drift_counts()[model])
+
+    def observe_parsed(self, item: Any) -> None:
+        """Count one parse result: an `Accepted` event by topic/type, or a `Rejected` record by reason."""
+        event = getattr(item, "event", None)
+        if event is None:
+            self.events.labels("unknown", "invalid").inc()
+            self.dead_letters.labels(reason_class(item.reason)).inc()
+        else:
+            self._child(self.events, TOPIC_KIND_OF_TYPE[event["type"]], event["type"]).inc()
+
+    def before_event(self, event: dict[str, Any], engine: Any, profile: Any) -> None:
+        """Progressive validation, before `engine` learns from `event` of the user with `profile`.
+
+        A `churn_outcome` scores the churn model's prediction on the profile as it was before the label;
+        an item interaction is a hit when the item was in the user's previous decision's recommendations.
+        """
+        if event["type"] == "churn_outcome" and profile is not None and profile.personalization:
+            self.churn.add(engine.churn.predict_proba_one(profile.churn_features()), event["churned"])
+        item_id = event.get("item_id")
+        if item_id is not None and event["type"] in ("click", "add_to_cart", "purchase"):
+            with self._lock:
+                previous = self._last_top.get(event["user_id"])
+            if previous is not None:
+                self.hits.add(1.0, item_id in previous)
+
+    def after_decision(self, decision: dict[str, Any]) -> None:
+        """Count the decision, its stage latencies, its sentiment correctness and remember its top-k."""
+        self._child(self.decisions, decision["action"]["name"]).inc()
+        latency, stages = decision["latency_ms"], self._stage_latency
+        stages["event_to_ingest"].observe(max(latency["event_to_ingest"], 0) / 1000)
+        stages["ingest_to_decision"].observe(max(latency["ingest_to_decision"], 0) / 1000)
+        stages["event_to_decision"].observe(max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
+        message = (decision.get("sentiment") or {}).get("message")
+        if message and message.get("label") is not None:
+            self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))
+        user = decision["user_id"]
+        with self._lock:
+            if decision.get("forgotten"):
+                self._last_top.pop(user, None)
+                return
+            self._last_top[user] = frozenset(rec["item_id"] for rec in decision["recommendations"])
+            self._last_top.move_to_end(user)
+            if len(self._last_top) > HIT_RATE_USERS:
+                self._last_top.popitem(last=False)
+
+
+_engine_metrics: EngineMetrics | None = None
+_engine_lock = threading.Lock()
+
+
+def engine_metrics() -> EngineMetrics:
+    """The process's engine metrics (created on first use, in the default registry)."""
+    global _engine_metrics
+    with _engine_lock:
+        if _engine_metrics is None:
+            _engine_metrics = EngineMetrics()
+        return _engine_metrics
+
+
+_served_ports: set[int] = set()
+
+
+def serve_engine_metrics(port: int, host: str = "0.0.0.0") -> bool:
+    """Serve the process's metrics on http://HOST:PORT/metrics once; port 0 leaves them off. True if served."""
+    if port <= 0:
+        return False
+    engine_metrics()
+    with _engine_lock:
+        if port not in _served_ports:
+            start_http_server(port, addr=host)
+            _served_ports.add(port)
+    return True
+
+
+class _GatewayStats:
+    """Collector reading the gateway's own counters at scrape time (no work on the hot path)."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._stats()
+        yield GaugeMetricFamily("pulse_ws_connections", "Open WebSocket connections.", stats["connections"])
+        yield GaugeMetricFamily("pulse_ws_subscriptions", "Active user subscriptions.", stats["subscriptions"])
+        frames = CounterMetricFamily("pulse_ws_frames", "Decision frames by outcome: delivered, or dropped because "
+                                     "the client read too slowly.", labels=["outcome"])
+        frames.add_metric(["delivered"], stats["delivered"])
+        frames.add_metric(["dropped"], stats["dropped"])
+        yield frames
+        yield GaugeMetricFamily("pulse_gateway_redis_connected", "1 while the Redis pub/sub link is up.",
+                                int(stats["redis_connected"]))
+
+
+class GatewayMetrics:
+    """Metrics of one gateway (a registry of its own): WebSocket side, auth refusals, HTTP API and ingest."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_GatewayStats(stats))
+        self.refused = Counter("pulse_ws_refused", "WebSocket subscriptions or connections refused, by reason.",
+                               ["reason"], registry=self.registry)
+        self.decisions_seen = Counter("pulse_gateway_decisions", "Decisions received from Redis pub/sub.",
+                                      registry=self.registry)
+        self.ingested = Counter("pulse_ingest_events", "Events posted to /v1/events, by status and topic kind.",
+                                ["status", "topic"], registry=self.registry)
+        self.http = Counter("pulse_http_requests", "HTTP API requests, by route and status code.", ["route", "code"],
+                            registry=self.registry)

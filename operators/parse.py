@@ -1,0 +1,77 @@
+"""Turn raw Kafka records into accepted events or dead letters; never raises on input."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import orjson
+
+from operators.contracts import InvalidEvent, validate_event
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event and the wall-clock time (epoch ms) the engine read it."""
+
+    event: dict[str, Any]
+    ingest_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid record kept verbatim, with why it was rejected and where it came from."""
+
+    raw: bytes | None
+    key: bytes | None
+    reason: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+
+
+class EventParser:
+    """Decode (orjson) and validate records; map each topic name to its contract kind.
+
+    >>> parser = EventParser({"clickstream": "clickstream"}, max_bytes=1024)
+    >>> parser.parse(b"{", None, "clickstream", 0, 7).reason[:12]
+    'invalid JSON'
+    """
+
+    def __init__(self, topic_kinds: Mapping[str, str], max_bytes: int) -> None:
+        self._topic_kinds = dict(topic_kinds)
+        self._max_bytes = max_bytes
+
+    def parse(
+        self, raw: bytes | None, key: bytes | None, topic: str | None, partition: int | None, offset: int | None
+    ) -> Accepted | Rejected:
+        """Accept the record's event or explain in a Rejected why not."""
+
+        def reject(reason: str) -> Rejected:
+            return Rejected(raw, key, reason, topic, partition, offset)
+
+        kind = self._topic_kinds.get(topic or "")
+        if kind is None:
+            return reject(f"record from unexpected topic {topic!r}")
+        if raw is None:
+            return reject("empty record (null value)")
+        if len(raw) > self._max_bytes:
+            return reject(f"oversize event: {len(raw)} bytes > limit {self._max_bytes}")
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return reject(f"invalid JSON: {exc}")
+        try:
+            validate_event(event, kind)
+        except InvalidEvent as exc:
+            return reject(str(exc))
+        return Accepted(event, int(time.time() * 1000))
+
+    def parse_message(self, message: Any) -> Accepted | Rejected:
+        """Parse a bytewax `KafkaSourceMessage`, or turn a `KafkaError` into a Rejected."""
+        error = getattr(message, "err", None)
+        if error is not None:
+            msg = message.msg
+            return Rejected(msg.value, msg.key, f"kafka error: {error}", msg.topic, msg.partition, msg.offset)
+        return self.parse(message.value, message.key, message.topic, message.partition, message.offset)

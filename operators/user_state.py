@@ -1,0 +1,129 @@
+"""Bytewax per-user stateful step: the user's `UserFeatures` as state, the shared engine for the work."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import orjson
+from bytewax.operators import StatefulBatchLogic
+
+from operators.audit import decision_audit
+from operators.engine import PersonalizationEngine
+from operators.features import UserFeatures
+from operators.metrics import engine_metrics
+from operators.parse import Accepted
+
+if TYPE_CHECKING:
+    from connectors.checkpoint import ModelCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOut:
+    """An encoded decision ready for the sinks; `forget` asks them to erase the user's stored decision."""
+
+    user_id: str
+    decision_id: str
+    payload: bytes
+    forget: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeOut:
+    """An encoded attribution (a decision's settled reward) for the outcomes log."""
+
+    user_id: str
+    payload: bytes
+
+
+class UserLogic(StatefulBatchLogic[Accepted, DecisionOut | OutcomeOut, UserFeatures]):
+    """Feeds each of one user's events to the engine in order and keeps the user's profile.
+
+    The engine is shared by all keys of the process; a lock makes it safe with several worker threads.
+    With recovery on, `checkpoint` saves the shared models when Bytewax snapshots the user (see
+    connectors.checkpoint), and at once after a `forget_user`.
+    """
+
+    def __init__(
+        self, engine: PersonalizationEngine, lock: threading.Lock, profile: UserFeatures | None,
+        checkpoint: ModelCheckpoint | None = None, idle_ttl_s: float | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._profile = profile
+        self._checkpoint = checkpoint
+        self._idle_ttl_ms = None if idle_ttl_s is None else idle_ttl_s * 1000.0
+        self._last_seen_ms = _now_ms()  # wall clock of the user's latest event (restarts count as activity)
+
+    def on_batch(self, values: list[Accepted]) -> tuple[Iterable[DecisionOut | OutcomeOut], bool]:
+        """Decide for every event of the batch; discard the state once the user is forgotten."""
+        self._last_seen_ms = _now_ms()
+        out: list[DecisionOut | OutcomeOut] = []
+        metrics = engine_metrics()
+        with self._lock:
+            for accepted in values:
+                metrics.before_event(accepted.event, self._engine, self._profile)
+                self._profile, decision = self._engine.handle(self._profile, accepted.event, accepted.ingest_ms)
+                metrics.after_decision(decision)
+                decision["audit"] = decision_audit(decision)
+                out.extend(OutcomeOut(decision["user_id"], orjson.dumps(a)) for a in decision.pop("attributions", ()))
+                out.append(
+                    DecisionOut(decision["user_id"], decision["decision_id"], orjson.dumps(decision), self._profile is None)
+                )
+            if self._checkpoint is not None:
+                if any(accepted.event["type"] == "forget_user" for accepted in values):
+                    self._checkpoint.save()
+                else:
+                    self._checkpoint.learned()
+        return out, self._profile is None
+
+    def notify_at(self) -> datetime | None:
+        """When the oldest pending decision's wait window closes, or the user expires, whichever is first."""
+        if self._profile is None:
+            return None
+        times = [self._profile.pending.next_deadline(self._engine.config.attribution_window_ms)]
+        if self._idle_ttl_ms is not None:
+            times.append(self._last_seen_ms + self._idle_ttl_ms)
+        due = min((t for t in times if t is not None), default=None)
+        return None if due is None else datetime.fromtimestamp(due / 1000.0, tz=timezone.utc)
+
+    def on_notify(self) -> tuple[Iterable[OutcomeOut], bool]:
+        """Settle decisions whose window closed; drop the user's state once idle longer than the TTL."""
+        now_ms = _now_ms()
+        idle = self._idle_ttl_ms is not None and now_ms - self._last_seen_ms >= self._idle_ttl_ms
+        with self._lock:
+            settled = self._engine.expire(self._profile, self._profile.user_id, now_ms, idle)
+            if settled and self._checkpoint is not None:
+                self._checkpoint.learned()
+        outcomes = [OutcomeOut(a["user_id"], orjson.dumps(a)) for a in settled]
+        return outcomes, idle
+
+    def snapshot(self) -> UserFeatures:
+        """A copy of the profile (small: counters and a bounded affinity dict)."""
+        assert self._profile is not None, "a forgotten user's logic is discarded before any snapshot"
+        if self._checkpoint is not None:
+            with self._lock:
+                self._checkpoint.on_snapshot()
+        return self._profile.copy()
+
+
+def user_logic_builder(
+    engine: PersonalizationEngine, checkpoint: ModelCheckpoint | None = None, idle_ttl_s: float | None = None
+) -> Callable[[UserFeatures | None], UserLogic]:
+    """Builder for `op.stateful_batch`: resumes from a snapshot or starts an empty profile.
+
+    Users idle for `idle_ttl_s` seconds are dropped from the state (None: never).
+    """
+    lock = engine.lock
+
+    def build(resume_state: UserFeatures | None) -> UserLogic:
+        return UserLogic(engine, lock, resume_state, checkpoint, idle_ttl_s)
+
+    return build
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

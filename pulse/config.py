@@ -1,0 +1,187 @@
+"""12-factor configuration: every setting comes from an environment variable with a documented default.
+
+`SETTINGS_DOC` is the single source of truth; README's configuration table is generated from it
+(`pulse config`), so code and docs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value Pulse cannot use."""
+
+
+# name -> (environment variable, default, description)
+SETTINGS_DOC: dict[str, tuple[str, str, str]] = {
+    "kafka_bootstrap": ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers (host:port[,host:port])."),
+    "redis_url": ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL for latest decisions and pub/sub."),
+    "topic_clickstream": ("PULSE_TOPIC_CLICKSTREAM", "clickstream", "Input topic of clickstream events."),
+    "topic_chat": ("PULSE_TOPIC_CHAT", "chat", "Input topic of chat events."),
+    "topic_control": ("PULSE_TOPIC_CONTROL", "control", "Input topic of control events (consent, forget_user, churn_outcome)."),
+    "topic_items": ("PULSE_TOPIC_ITEMS", "items", "Input topic of catalog events (item_upsert, item_delete), read whole by every worker."),
+    "topic_outcomes": ("PULSE_TOPIC_OUTCOMES", "outcomes", "Output topic: each decision's settled reward (attribution join result)."),
+    "topic_decisions": ("PULSE_TOPIC_DECISIONS", "decisions", "Output topic: every decision with its explanation."),
+    "topic_dead_letter": ("PULSE_TOPIC_DEAD_LETTER", "dead-letter", "Output topic: raw invalid events, reason in headers."),
+    "topic_partitions": ("PULSE_TOPIC_PARTITIONS", "2", "Partitions per topic when Pulse creates topics."),
+    "starting_offset": ("PULSE_STARTING_OFFSET", "earliest", "Where the dataflow starts reading without recovery state: earliest|latest."),
+    "kafka_fetch_wait_ms": ("PULSE_KAFKA_FETCH_WAIT_MS", "5", "Longest a consumer fetch waits for data (latency floor on brokers that hold fetches, e.g. Tansu)."),
+    "max_event_bytes": ("PULSE_MAX_EVENT_BYTES", "65536", "Events larger than this are dead-lettered as oversize."),
+    "top_k": ("PULSE_TOP_K", "10", "Recommendations per decision."),
+    "decision_ttl_s": ("PULSE_DECISION_TTL_S", "86400", "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision expires after the same time."),
+    "attribution_window_s": ("PULSE_ATTRIBUTION_WINDOW_S", "1800", "Wait window joining outcomes (click, cart, purchase) to the decision before them."),
+    "model_dir": ("PULSE_MODEL_DIR", ".pulse/models", "Directory of model snapshots (`pulse models snapshot|list|rollback`), shared by engine processes."),
+    "model_snapshot_s": ("PULSE_MODEL_SNAPSHOT_S", "300", "Seconds between automatic model snapshots; 0: only on request."),
+    "rules_file": ("PULSE_RULES_FILE", "", "TOML file of business rules (hot-reloaded); empty: no rules."),
+    "redis_prefix": ("PULSE_REDIS_PREFIX", "pulse", "Prefix of Redis keys (PREFIX:decision:USER) and channels (PREFIX:decisions:USER)."),
+    "churn_threshold": ("PULSE_CHURN_THRESHOLD", "0.6", "Churn probability at/above which the retention offer is chosen."),
+    "escalation_threshold": ("PULSE_ESCALATION_THRESHOLD", "-0.5", "Recent sentiment at/below which a human agent takes over."),
+    "nba_epsilon": ("PULSE_NBA_EPSILON", "0.05", "Share of next-best-action choices that explore (logged with their propensity)."),
+    "nba_warmup": ("PULSE_NBA_WARMUP", "1000", "Rewards the bandit learns before it replaces the rules as the next-best-action policy."),
+    "gateway_host": ("PULSE_GATEWAY_HOST", "127.0.0.1", "WebSocket gateway bind address."),
+    "gateway_port": ("PULSE_GATEWAY_PORT", "8765", "WebSocket gateway port."),
+    "gateway_queue": ("PULSE_GATEWAY_QUEUE", "64", "Per-client send queue; a slow client loses its oldest queued decisions."),
+    "seed": ("PULSE_SEED", "7", "Seed of the models' random initialisation."),
+    "recovery_dir": ("PULSE_RECOVERY_DIR", ".pulse/recovery", "Bytewax recovery partitions and model checkpoints of `pulse run` (created if missing)."),
+    "snapshot_s": ("PULSE_SNAPSHOT_S", "5", "Seconds between recovery snapshots (the epoch length; replay after a crash is at most about this)."),
+    "backup_s": ("PULSE_BACKUP_S", "30", "Seconds older snapshots are kept (set to how often the recovery directory is backed up)."),
+    "startup_retry_s": ("PULSE_STARTUP_RETRY_S", "30", "How long `pulse run` retries an unreachable broker (with backoff) before exiting with code 3."),
+    "pseudonymize_key": ("PULSE_PSEUDONYMIZE_KEY", "", "When set, user ids are replaced by HMAC-SHA256(key, user_id) before anything is stored."),
+    "metrics_port": ("PULSE_METRICS_PORT", "0", "Port of the engine's Prometheus endpoint /metrics (0: off)."),
+    "http_port": ("PULSE_HTTP_PORT", "8080", "Gateway HTTP port: dashboard, shop demo, /metrics, /v1 API and ingest (0: any free port)."),
+    "gateway_secret": ("PULSE_GATEWAY_SECRET", "", "HMAC-SHA256 secret of the user tokens that WebSocket subscriptions and browser ingest need (`pulse token`)."),
+    "gateway_insecure": ("PULSE_GATEWAY_INSECURE", "0", "1 turns token checks off; allowed only while PULSE_GATEWAY_SECRET is unset (local demos, tests)."),
+    "gateway_origins": ("PULSE_GATEWAY_ORIGINS", "", "Comma-separated browser Origins allowed to open WebSockets (empty: any)."),
+    "gateway_rate": ("PULSE_GATEWAY_RATE", "20", "Client messages per second per WebSocket (bursts of twice that); faster clients are closed (1008)."),
+    "gateway_idle_s": ("PULSE_GATEWAY_IDLE_S", "30", "A WebSocket without any subscription for this many seconds is closed."),
+    "operator_token": ("PULSE_OPERATOR_TOKEN", "", "Credential of the dashboard, /metrics and /v1/* (Authorization: Bearer, or ?token=)."),
+    "engine_metrics": ("PULSE_ENGINE_METRICS", "", "Comma-separated engine /metrics URLs that the dashboard summarizes."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed view of the environment; build with `Settings.from_env()`."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    topic_clickstream: str
+    topic_chat: str
+    topic_control: str
+    topic_items: str
+    topic_outcomes: str
+    topic_decisions: str
+    topic_dead_letter: str
+    topic_partitions: int
+    starting_offset: str
+    kafka_fetch_wait_ms: int
+    max_event_bytes: int
+    top_k: int
+    decision_ttl_s: int
+    attribution_window_s: float
+    model_dir: str
+    model_snapshot_s: float
+    rules_file: str
+    redis_prefix: str
+    churn_threshold: float
+    escalation_threshold: float
+    nba_epsilon: float
+    nba_warmup: int
+    gateway_host: str
+    gateway_port: int
+    gateway_queue: int
+    seed: int
+    recovery_dir: str
+    snapshot_s: int
+    backup_s: int
+    startup_retry_s: float
+    pseudonymize_key: str
+    metrics_port: int
+    http_port: int
+    gateway_secret: str
+    gateway_insecure: int
+    gateway_origins: str
+    gateway_rate: int
+    gateway_idle_s: int
+    operator_token: str
+    engine_metrics: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting from `env` (default `os.environ`), converting and validating types."""
+        env = os.environ if env is None else env
+        values = {}
+        for field in fields(cls):
+            var, default, _ = SETTINGS_DOC[field.name]
+            raw = env.get(var, default)
+            convert = {"int": int, "float": float}.get(str(field.type), str)
+            try:
+                values[field.name] = convert(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid {field.type}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values that would make the engine misbehave later."""
+        if self.starting_offset not in ("earliest", "latest"):
+            raise ConfigError(f"PULSE_STARTING_OFFSET must be earliest or latest, not {self.starting_offset!r}")
+        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s", "gateway_queue",
+                     "gateway_rate", "gateway_idle_s", "snapshot_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be positive")
+        if not 0.0 <= self.nba_epsilon <= 1.0:
+            raise ConfigError("PULSE_NBA_EPSILON must be within [0, 1]")
+        if self.attribution_window_s <= 0:
+            raise ConfigError("PULSE_ATTRIBUTION_WINDOW_S must be positive")
+        if not 0.0 <= self.churn_threshold <= 1.0:
+            raise ConfigError("PULSE_CHURN_THRESHOLD must be within [0, 1]")
+        if not -1.0 <= self.escalation_threshold <= 1.0:
+            raise ConfigError("PULSE_ESCALATION_THRESHOLD must be within [-1, 1]")
+        if self.backup_s < 0 or self.startup_retry_s < 0:
+            raise ConfigError("PULSE_BACKUP_S and PULSE_STARTUP_RETRY_S must be >= 0")
+        for name in ("metrics_port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be a port number 0..65535")
+        if self.gateway_insecure not in (0, 1):
+            raise ConfigError("PULSE_GATEWAY_INSECURE must be 0 or 1")
+        if self.gateway_insecure and self.gateway_secret:
+            raise ConfigError("PULSE_GATEWAY_INSECURE=1 is only allowed while PULSE_GATEWAY_SECRET is unset")
+
+    def require_gateway_auth_choice(self) -> None:
+        """The gateway runs only with a token secret, or with auth explicitly turned off."""
+        if not self.gateway_secret and not self.gateway_insecure:
+            raise ConfigError("set PULSE_GATEWAY_SECRET (see `pulse token`), or PULSE_GATEWAY_INSECURE=1 to run "
+                              "the gateway without authentication")
+
+    @property
+    def input_topics(self) -> list[str]:
+        """The topics the dataflow consumes."""
+        return [self.topic_clickstream, self.topic_chat, self.topic_control]
+
+    def item_key(self, item_id: str) -> str:
+        """Redis key holding an item's catalog record."""
+        return f"{self.redis_prefix}:item:{item_id}"
+
+    def decision_key(self, user_id: str) -> str:
+        """Redis key holding the user's latest decision."""
+        return f"{self.redis_prefix}:decision:{user_id}"
+
+    def decision_channel(self, user_id: str) -> str:
+        """Redis pub/sub channel carrying the user's decisions."""
+        return f"{self.redis_prefix}:decisions:{user_id}"
+
+    def explanation_key(self, decision_id: str) -> str:
+        """Redis key holding a decision (with its explanation) by decision id."""
+        return f"{self.redis_prefix}:explanation:{decision_id}"
+
+
+def settings_table() -> str:
+    """Markdown table of every variable, its default and meaning."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    rows += [f"| `{var}` | `{default}` | {doc} |" for var, default, doc in SETTINGS_DOC.values()]
+    return "\n".join(rows)

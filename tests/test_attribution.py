@@ -1,0 +1,60 @@
+"""Outcome attribution: joins by decision_id and by wait window, default rewards, bounded pending state."""
+
+from __future__ import annotations
+
+from operators.attribution import MAX_PENDING, PendingDecision, PendingDecisions
+
+WINDOW = 1_000
+
+
+def pending(decision_id: str, ts: int, items: tuple[str, ...] = ("i1",)) -> PendingDecision:
+    return PendingDecision(decision_id, ts, "recommend", 1.0, items, {"x": 1.0})
+
+
+def outcome(kind: str, ts: int, **fields) -> dict:
+    return {"type": kind, "event_id": f"{kind}-{ts}", "ts": ts, "item_id": "i1", **fields}
+
+
+def test_join_by_decision_id_beats_window() -> None:
+    p = PendingDecisions()
+    p.add(pending("d-1", 0), "u")
+    p.add(pending("d-2", 100), "u")
+    assert p.join(outcome("purchase", 200, decision_id="d-1"), WINDOW) == "d-1"
+    assert p.join(outcome("click", 300), WINDOW) == "d-2"  # no decision_id: the latest decision in the window
+    settled = {a.decision.decision_id: a for a in p.settle_expired(1_200, WINDOW, "u")}
+    assert settled["d-1"].decision.reward == 1.0 and settled["d-1"].decision.joined_by == "decision_id"
+    assert settled["d-1"].to_dict()["outcome_event_ids"] == ["purchase-200"]
+    assert settled["d-2"].decision.reward == 0.3 and settled["d-2"].decision.joined_by == "window"
+
+
+def test_best_outcome_wins_and_unjoined_get_default() -> None:
+    p = PendingDecisions()
+    p.add(pending("d-1", 0), "u")
+    p.add(pending("d-2", 5_000), "u")
+    p.join(outcome("click", 10), WINDOW)
+    p.join(outcome("purchase", 20), WINDOW)
+    assert p.join(outcome("click", 3_000), WINDOW) is None, "outside every window"
+    assert p.join({"type": "page_view", "event_id": "v", "ts": 30}, WINDOW) is None, "not an outcome"
+    [first] = p.settle_expired(2_000, WINDOW, "u")
+    assert first.decision.reward == 1.0 and first.decision.outcomes == ["click-10", "purchase-20"]
+    [second] = p.settle_expired(7_000, WINDOW, "u")
+    assert second.decision.reward == 0.0 and second.decision.joined_by == "none" and second.reason == "window closed"
+
+
+def test_deadline_and_eviction_keep_state_bounded() -> None:
+    p = PendingDecisions()
+    assert p.next_deadline(WINDOW) is None
+    evicted = []
+    for i in range(MAX_PENDING + 3):
+        evicted += p.add(pending(f"d-{i}", i), "u")
+    assert [a.decision.decision_id for a in evicted] == ["d-0", "d-1", "d-2"]
+    assert all(a.reason == "evicted" for a in evicted)
+    assert len(p.entries) == MAX_PENDING and p.next_deadline(WINDOW) == 3 + WINDOW + 1
+
+
+def test_copy_is_independent() -> None:
+    p = PendingDecisions()
+    p.add(pending("d-1", 0), "u")
+    snapshot = p.copy()
+    p.join(outcome("purchase", 5), WINDOW)
+    assert snapshot.entries[0].reward == 0.0 and snapshot.entries[0].outcomes == []

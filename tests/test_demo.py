@@ -1,0 +1,66 @@
+"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def children_of(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PULSE_GATEWAY_PORT")}
+    env["PYTHONPATH"] = str(ROOT)
+    demo = subprocess.Popen([sys.executable, "-m", "pulse.cli", "demo", "--rate", "300", "--users", "100"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        os.set_blocking(demo.stdout.fileno(), False)
+        while time.monotonic() < deadline and b"decided 1" not in output.replace(b",", b""):
+            output += demo.stdout.read() or b""
+            assert demo.poll() is None, output.decode(errors="replace")
+            time.sleep(0.2)
+        text = output.decode(errors="replace")
+        assert "WebSocket  ws://127.0.0.1:" in text and "Ctrl-C stops everything" in text
+        assert "decisions/s" in text and "latency p50" in text
+        started = children_of(demo.pid)
+        assert len(started) >= 4, f"expected broker, redis-server, engine and gateway, got {started}"
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if alive(pid)], "a process started by the demo survived Ctrl-C"
+    finally:
+        if demo.poll() is None:
+            demo.kill()

@@ -1,0 +1,71 @@
+"""Per-user features: each event type moves the right counters; copies are independent."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from operators.features import CHURN_FEATURES, MAX_CATEGORIES, UserFeatures
+
+HOUR = 3_600_000
+
+
+def feed(profile: UserFeatures, *events: dict) -> UserFeatures:
+    for e in events:
+        profile.update(e)
+    return profile
+
+
+def test_session_ratios_and_spend() -> None:
+    p = feed(
+        UserFeatures(first_ts=0),
+        {"type": "session_start", "ts": 0},
+        {"type": "page_view", "ts": 10, "item_id": "a", "category": "shoes", "dwell_ms": 10_000},
+        {"type": "click", "ts": 20, "item_id": "a", "category": "shoes"},
+        {"type": "add_to_cart", "ts": 30, "item_id": "a", "category": "shoes"},
+        {"type": "add_to_cart", "ts": 40, "item_id": "b", "category": "hats"},
+        {"type": "purchase", "ts": 50, "item_id": "a", "category": "shoes", "price": 99.0},
+        {"type": "session_end", "ts": 60},
+    )
+    f = p.churn_features()
+    assert list(f) == list(CHURN_FEATURES)
+    assert f["events_per_session"] == 7
+    assert f["click_through"] == 1.0
+    assert f["purchases_per_session"] == 1.0
+    assert f["cart_abandonment"] == 0.5
+    assert f["monetary_log"] == pytest.approx(math.log1p(99.0))
+    assert f["dwell_seconds"] == pytest.approx(3.0)  # EWMA from 0 with alpha 0.3
+    assert p.normalized_affinity()["shoes"] == 1.0
+    assert 0 < p.normalized_affinity()["hats"] < 1
+
+
+def test_recency_is_gap_before_latest_event() -> None:
+    p = feed(UserFeatures(first_ts=0), {"type": "session_start", "ts": 0}, {"type": "session_start", "ts": 3 * HOUR})
+    assert p.churn_features()["recency_hours_log"] == pytest.approx(math.log1p(3.0))
+
+
+def test_sentiment_average_starts_at_first_message() -> None:
+    p = UserFeatures(first_ts=0)
+    assert p.recent_sentiment is None
+    p.update({"type": "chat_message", "ts": 1, "text": "x"})
+    p.observe_sentiment(-0.8)
+    assert p.recent_sentiment == pytest.approx(-0.8)
+    p.update({"type": "chat_message", "ts": 2, "text": "y"})
+    p.observe_sentiment(0.2)
+    assert p.recent_sentiment == pytest.approx(-0.8 + 0.3 * 1.0)
+
+
+def test_affinities_stay_bounded() -> None:
+    p = UserFeatures(first_ts=0)
+    for i in range(MAX_CATEGORIES * 3):
+        p.update({"type": "page_view", "ts": i, "item_id": f"i{i}", "category": f"c{i}"})
+    assert len(p.category_affinity) == MAX_CATEGORIES
+    assert f"c{MAX_CATEGORIES * 3 - 1}" in p.category_affinity  # the newest survive
+
+
+def test_copy_is_independent() -> None:
+    p = feed(UserFeatures(first_ts=0), {"type": "page_view", "ts": 1, "item_id": "a", "category": "shoes"})
+    snapshot = p.copy()
+    p.update({"type": "page_view", "ts": 2, "item_id": "b", "category": "hats"})
+    assert "hats" not in snapshot.category_affinity and snapshot.n_page_views == 1

@@ -1,0 +1,104 @@
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+
+from online_models import ChurnClassifier
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _stream(n: int, seed: int = 1):
+    """Users whose churn follows a known logistic model of a few behavioural features."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        x = {
+            "recency_hours_log": rng.uniform(0.0, 6.0),
+            "sessions_7d": float(rng.randint(0, 20)),
+            "dwell_seconds": rng.gauss(60.0, 20.0),
+        }
+        x.update({f"noise_{i}": rng.gauss(0.0, 1.0) for i in range(8)})
+        logit = 1.2 * (x["recency_hours_log"] - 3.0) - 0.25 * (x["sessions_7d"] - 10.0) - 0.02 * (x["dwell_seconds"] - 60.0)
+        yield x, rng.random() < _sigmoid(logit)
+
+
+def _auc(scores, labels) -> float:
+    scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
+    ranks = np.empty(len(scores))
+    ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_progressive_validation_auc_improves():
+    model = ChurnClassifier()
+    scores, labels = [], []
+    for x, y in _stream(3000):
+        scores.append(model.predict_proba_one(x))
+        labels.append(y)
+        model.learn_one(x, y)
+    early, late = _auc(scores[:100], labels[:100]), _auc(scores[-1000:], labels[-1000:])
+    assert late > 0.75
+    assert late > early + 0.05
+    assert model.n_learned == 3000
+    assert model.version == "churn-logreg@3000"
+
+
+def test_prior_to_learning_probability_is_one_half():
+    assert ChurnClassifier().predict_proba_one({"a": 3.0}) == 0.5
+
+
+def test_explanation_is_exact_logit():
+    model = ChurnClassifier(learning_rate=0.1, l2=0.001)
+    stream = list(_stream(600, seed=2))
+    for x, y in stream[:500]:
+        model.learn_one(x, y)
+    for x, _ in stream[500:] + [({"recency_hours_log": 50.0, "sessions_7d": 0.0}, None), ({"unseen": 1.0}, None)]:
+        explanation = model.explain_one(x)
+        assert set(explanation.contributions) == set(x)
+        assert _sigmoid(explanation.score) == pytest.approx(model.predict_proba_one(x), abs=1e-9)
+
+
+def test_explanation_signs_follow_the_true_model():
+    model = ChurnClassifier()
+    for x, y in _stream(3000):
+        model.learn_one(x, y)
+    e = model.explain_one({"recency_hours_log": 6.0, "sessions_7d": 0.0, "dwell_seconds": 60.0})
+    assert e.contributions["recency_hours_log"] > 0
+    assert e.contributions["sessions_7d"] > 0  # few sessions -> pushes towards churn
+    assert e.top(1)[0][0] in {"recency_hours_log", "sessions_7d"}
+
+
+def test_predict_and_explain_do_not_learn():
+    model = ChurnClassifier()
+    for x, y in _stream(200):
+        model.learn_one(x, y)
+    before = copy.deepcopy(model)
+    for x, _ in _stream(200, seed=3):
+        model.predict_proba_one(x)
+        model.explain_one(x)
+    assert model._transformer.counts == before._transformer.counts
+    assert dict(model._transformer.means) == dict(before._transformer.means)
+    assert dict(model._transformer.vars) == dict(before._transformer.vars)
+    assert model._regression.weights == before._regression.weights
+    assert model._regression.intercept == before._regression.intercept
+    assert model.n_learned == 200
+
+
+def test_same_stream_same_model():
+    a, b = ChurnClassifier(), ChurnClassifier()
+    for x, y in _stream(300):
+        a.learn_one(x, y)
+        b.learn_one(x, y)
+    probe = {"recency_hours_log": 4.0, "sessions_7d": 2.0, "dwell_seconds": 30.0}
+    assert a.predict_proba_one(probe) == b.predict_proba_one(probe)
+
+
+@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}])
+def test_bad_hyperparameters_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        ChurnClassifier(**kwargs)

@@ -1,0 +1,73 @@
+"""Model checkpoints (connectors.checkpoint) and how the per-user Bytewax logic drives them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connectors.checkpoint import ModelCheckpoint, recovery_args, recovery_options
+from operators.engine import MODEL_NAMES, PersonalizationEngine
+from operators.parse import Accepted
+from operators.user_state import user_logic_builder
+
+NOW = 1_763_900_000_000
+
+
+def _event(n: int, user: str = "u1", kind: str = "click") -> Accepted:
+    return Accepted({"event_id": f"e{n}", "user_id": user, "type": kind, "ts": NOW + n, "item_id": f"i{n % 3}",
+                     "category": "c"}, NOW + n)
+
+
+def test_checkpoint_round_trip_restores_every_model(tmp_path: Path) -> None:
+    engine = PersonalizationEngine()
+    build = user_logic_builder(engine, ModelCheckpoint(engine, tmp_path / "models-p0.pkl"))
+    logic = build(None)
+    logic.on_batch([_event(n) for n in range(5)])
+    assert not (tmp_path / "models-p0.pkl").exists(), "nothing is written before Bytewax snapshots"
+    logic.snapshot()
+    fresh = PersonalizationEngine()
+    assert ModelCheckpoint(fresh, tmp_path / "models-p0.pkl").restore()
+    assert fresh.model_versions() == engine.model_versions()
+    assert set(fresh.models()) == set(MODEL_NAMES)
+    assert "u1" in fresh.recommender._mf.u_latents
+    assert not list(tmp_path.glob("*.tmp")), "the temporary file is renamed into place"
+
+
+def test_snapshots_write_only_after_new_learning(tmp_path: Path) -> None:
+    engine = PersonalizationEngine()
+    path = tmp_path / "models-p0.pkl"
+    build = user_logic_builder(engine, ModelCheckpoint(engine, path))
+    first, second = build(None), build(None)
+    first.on_batch([_event(1)])
+    second.on_batch([_event(2, "u2")])
+    first.snapshot()
+    assert path.exists()
+    path.unlink()
+    second.snapshot()  # same epoch, no learning since the write: no second write
+    assert not path.exists()
+    second.on_batch([_event(3, "u2")])
+    second.snapshot()
+    assert path.exists()
+
+
+def test_forget_user_rewrites_the_checkpoint_at_once(tmp_path: Path) -> None:
+    engine = PersonalizationEngine()
+    path = tmp_path / "models-p0.pkl"
+    build = user_logic_builder(engine, ModelCheckpoint(engine, path))
+    logic = build(None)
+    logic.on_batch([_event(1, "gone"), _event(2, "gone")])
+    logic.snapshot()
+    out, discard = logic.on_batch([Accepted({"event_id": "f", "user_id": "gone", "type": "forget_user", "ts": NOW}, NOW)])
+    assert discard is True
+    fresh = PersonalizationEngine()
+    ModelCheckpoint(fresh, path).restore()
+    assert "gone" not in fresh.recommender._mf.u_latents
+
+
+def test_recovery_args_default_directory_and_passthrough(tmp_path: Path) -> None:
+    assert recovery_args(["-w", "2"], {}, tmp_path / "rec", 5, 30) == ["-r", str(tmp_path / "rec"), "-s", "5", "-b", "30"]
+    assert (tmp_path / "rec" / "part-0.sqlite3").exists()
+    assert recovery_args(["-r", str(tmp_path / "x"), "-s", "9", "-b", "60"], {}, tmp_path / "rec", 5, 30) == []
+    assert recovery_args([], {"BYTEWAX_RECOVERY_DIRECTORY": str(tmp_path / "y")}, tmp_path / "rec", 5, 30) == ["-s", "5", "-b", "30"]
+    assert (tmp_path / "y" / "part-0.sqlite3").exists()
+    assert recovery_options(["-i", "1", "-a", "h:1;h:2"], {}) == (None, 1)
+    assert recovery_options([], {"BYTEWAX_PROCESS_ID": "2", "BYTEWAX_RECOVERY_DIRECTORY": "/d"}) == (Path("/d"), 2)
