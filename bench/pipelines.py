@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_io import PRODUCER_CONFIG  # noqa: E402
-from connectors.redis_sink import _RedisPartition  # noqa: E402
+from connectors.redis_sink import RedisDecisionWriter  # noqa: E402
 from operators.engine import EngineConfig, PersonalizationEngine  # noqa: E402
 from operators.parse import Accepted, EventParser  # noqa: E402
 from operators.user_state import DecisionOut, user_logic_builder  # noqa: E402
@@ -67,7 +67,7 @@ def plain(expected: int) -> None:
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in settings.input_topics
                      for p in metadata.topics[topic].partitions])
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})
-    redis_out = _RedisPartition(settings)
+    redis_out = RedisDecisionWriter(settings)
     done = 0
     while done < expected:
         messages = consumer.consume(1000, 0.5)
@@ -106,7 +106,7 @@ def quix(expected: int) -> None:
     class RedisSink(BatchingSink):
         def __init__(self) -> None:
             super().__init__()
-            self._redis = _RedisPartition(settings)
+            self._redis = RedisDecisionWriter(settings)
 
         def write(self, batch) -> None:
             self._redis.write_batch([item.value for item in batch])

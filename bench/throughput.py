@@ -203,10 +203,10 @@ def part_engine(events: list) -> tuple[float, float, list]:
 
 def part_redis(env: dict[str, str], outputs: list) -> float:
     """The engine's Redis sink alone: the same pipelined writes, batches of 1,000 decisions."""
-    from connectors.redis_sink import _RedisPartition
+    from connectors.redis_sink import RedisDecisionWriter
     from pulse.config import Settings
 
-    sink = _RedisPartition(Settings.from_env(env))
+    sink = RedisDecisionWriter(Settings.from_env(env))
     start = time.perf_counter()
     for i in range(0, len(outputs), 1000):
         sink.write_batch(outputs[i: i + 1000])

@@ -8,6 +8,11 @@ committed, so the file always holds at least everything learned up to the epoch 
 from: on restart the models never lose learning; events replayed after the resume epoch are learned a
 second time (at-least-once learning). `forget_user` rewrites the file at once so a forgotten user's
 latents never come back from an old checkpoint.
+
+The per-user part of the models (each user's MF latent vector and bias) is not in the pickle: it goes
+to `DIR/models-p<process>.users.sqlite3` (connectors.user_factor_store), where each write upserts only
+the users that changed since the previous one, so a checkpoint costs what changed plus the bounded
+shared models, not all users. The store is written before the pickle.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from typing import Mapping, Sequence
 
 from bytewax.recovery import init_db_dir
 
+from connectors.user_factor_store import UserFactorStore
+from online_models.recommender import HybridRecommender
 from operators.engine import PersonalizationEngine
 
 log = logging.getLogger("pulse.checkpoint")
 
-FORMAT = 2
+FORMAT = 3
 
 
 def bytewax_run_argv() -> list[str]:
@@ -71,7 +78,7 @@ def recovery_options(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Path 
 
 
 class ModelCheckpoint:
-    """Saves and restores an engine's models in one file; callers hold the engine's lock while it runs.
+    """Saves and restores an engine's models (a pickle + the user-factor store); callers hold the engine's lock.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "models-p0.pkl"
@@ -86,15 +93,22 @@ class ModelCheckpoint:
     def __init__(self, engine: PersonalizationEngine, path: Path) -> None:
         self._engine = engine
         self._path = path
+        self._users = UserFactorStore(path.with_suffix(".users.sqlite3"))
         self._dirty = False
+        self._saved_recommender: HybridRecommender | None = None  # whose user factors the store holds
 
     @property
     def path(self) -> Path:
-        """The checkpoint file."""
+        """The checkpoint file (shared models; the user factors are in `user_store_path`)."""
         return self._path
 
+    @property
+    def user_store_path(self) -> Path:
+        """The SQLite file of the users' collaborative factors."""
+        return self._users.path
+
     def restore(self) -> bool:
-        """Load the models from the file, if there is one; return whether it was loaded."""
+        """Load the models from the files, if there are any; return whether they were loaded."""
         if not self._path.exists():
             return False
         with open(self._path, "rb") as file:
@@ -103,7 +117,11 @@ class ModelCheckpoint:
             raise RuntimeError(f"{self._path} has checkpoint format {state.get('format')!r}, expected {FORMAT}")
         self._engine.restore_models(state["models"], state["snapshot_hash"])
         self._engine.catalog = state["catalog"]
-        log.info("restored models from %s (%s)", self._path, self._engine.recommender.version)
+        recommender = self._engine.recommender
+        recommender.load_user_factors(self._users.rows())
+        recommender.take_changed_users()  # what was just loaded is what the store holds
+        self._saved_recommender = recommender
+        log.info("restored models from %s (%s)", self._path, recommender.version)
         return True
 
     def learned(self) -> None:
@@ -116,14 +134,23 @@ class ModelCheckpoint:
             self.save()
 
     def save(self) -> None:
-        """Write the models atomically now."""
+        """Write the changed user factors, then the shared models atomically, now."""
         engine = self._engine
-        state = {"format": FORMAT, "models": engine.models(), "snapshot_hash": engine.snapshot_hash, "catalog": engine.catalog}
+        recommender = engine.recommender
+        changes = recommender.take_changed_users()
+        if recommender is self._saved_recommender:
+            self._users.write(changes)
+        else:  # first write, or the models were rolled back: the store must hold exactly this model's users
+            self._users.write({user: (latent, bias) for user, latent, bias in recommender.user_factors()},
+                              replace_all=True)
+            self._saved_recommender = recommender
+        with recommender.without_user_factors():
+            blob = pickle.dumps({"format": FORMAT, "models": engine.models(), "snapshot_hash": engine.snapshot_hash,
+                                 "catalog": engine.catalog}, protocol=pickle.HIGHEST_PROTOCOL)
         self._dirty = False
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._path.with_suffix(".tmp")
         with open(temporary, "wb") as file:
-            pickle.dump(state, file, protocol=pickle.HIGHEST_PROTOCOL)
+            file.write(blob)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self._path)

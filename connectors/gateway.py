@@ -86,6 +86,7 @@ RECONNECT_MAX_S = 5.0
 STARTUP_WAIT_S = 5.0
 RESYNC_BATCH = 500
 REAP_EVERY_S = 1.0
+STOP_WAIT_S = 10.0  # longest wait for each part of a shutdown (closing handshakes, background tasks)
 
 _DECISION = b'{"type":"decision","decision":'
 _LATEST = b'{"type":"decision","latest":true,"decision":'
@@ -223,15 +224,22 @@ class Gateway:
         }
 
     async def stop(self) -> None:
-        """Close every client, the server and the Redis connections."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        """Close every client, the server and the Redis connections (nothing to do if it never started)."""
+        if self._server is None:
+            return
+        self._server.close()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("some WebSocket connections did not close within %.0fs; stopping anyway", STOP_WAIT_S)
         await self.http.stop()
-        for task in (self._dispatcher, self._reaper):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+        tasks = [task for task in (self._dispatcher, self._reaper) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for task in stuck:
+                log.warning("background task %s did not stop within %.0fs", task.get_name(), STOP_WAIT_S)
         await self._redis.aclose()
         await self._pubsub_redis.aclose()
         log.info("gateway stopped")

@@ -1,4 +1,9 @@
-"""Batched Redis sink: latest decision per user (SET with TTL) and PUBLISH on the user's channel."""
+"""Batched Redis sink: latest decision per user (SET with TTL) and PUBLISH on the user's channel.
+
+A batch is encoded once as raw RESP commands and sent in one write on one connection: redis-py's
+pipeline builds each command through several Python layers, which cost about three times the time
+Redis itself needs for these writes (bench/throughput.py, "redis pipelined writes").
+"""
 
 from __future__ import annotations
 
@@ -16,35 +21,73 @@ log = logging.getLogger("pulse.redis")
 MAX_BACKOFF_S = 5.0
 
 
-class _RedisPartition(StatelessSinkPartition[DecisionOut]):
+def resp_command(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP2 array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
+    """Writes batches of decisions to Redis: SET latest + SET by decision id (both with TTL) + PUBLISH; DEL on forget."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
+        self._ttl = str(settings.decision_ttl_s).encode()
 
     def write_batch(self, items: list[DecisionOut]) -> None:
-        """One pipeline round trip per batch; retried with backoff until Redis accepts it (nothing is dropped)."""
+        """One round trip per batch; retried with backoff until Redis accepts it (nothing is dropped).
+
+        Raises redis.ResponseError if Redis rejects a command (after reading every reply of the batch).
+        """
+        if not items:
+            return
+        packed, n_replies = self.encode(items)
         backoff = 0.1
         while True:
             try:
-                self._pipeline(items).execute()
+                self._send(packed, n_replies)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _pipeline(self, items: list[DecisionOut]) -> redis.client.Pipeline:
-        settings = self._settings
-        pipe = self._client.pipeline(transaction=False)
+    def encode(self, items: list[DecisionOut]) -> tuple[bytes, int]:
+        """The batch's commands as one RESP buffer, and how many replies they produce."""
+        settings, ttl = self._settings, self._ttl
+        commands = []
         for item in items:
-            key = settings.decision_key(item.user_id)
+            key = settings.decision_key(item.user_id).encode()
             if item.forget:
-                pipe.delete(key)
+                commands.append(resp_command(b"DEL", key))
             else:
-                pipe.set(key, item.payload, ex=settings.decision_ttl_s)
-                pipe.set(settings.explanation_key(item.decision_id), item.payload, ex=settings.decision_ttl_s)
-            pipe.publish(settings.decision_channel(item.user_id), item.payload)
-        return pipe
+                commands.append(resp_command(b"SET", key, item.payload, b"EX", ttl))
+                commands.append(resp_command(b"SET", settings.explanation_key(item.decision_id).encode(), item.payload,
+                                             b"EX", ttl))
+            commands.append(resp_command(b"PUBLISH", settings.decision_channel(item.user_id).encode(), item.payload))
+        return b"".join(commands), len(commands)
+
+    def _send(self, packed: bytes, n_replies: int) -> None:
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        rejected: redis.ResponseError | None = None
+        try:
+            connection.send_packed_command([packed])
+            for _ in range(n_replies):
+                try:
+                    connection.read_response()
+                except redis.ResponseError as exc:
+                    rejected = rejected or exc
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: never reuse this socket
+            raise
+        finally:
+            pool.release(connection)
+        if rejected is not None:
+            raise rejected
 
     def close(self) -> None:
         self._client.close()
@@ -56,6 +99,6 @@ class RedisDecisionSink(DynamicSink[DecisionOut]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> RedisDecisionWriter:
         """One Redis connection per worker."""
-        return _RedisPartition(self._settings)
+        return RedisDecisionWriter(self._settings)

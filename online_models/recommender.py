@@ -15,15 +15,18 @@ a `Recommendation` reports the weighted components, which sum to its score.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from river import optim, reco
 
-__all__ = ["CategoryFilter", "HybridRecommender", "Recommendation"]
+__all__ = ["CategoryFilter", "HybridRecommender", "RankedItems", "Recommendation"]
 
 _INITIAL_CAPACITY = 64
 # Popularity counts are stored multiplied by 2**((t - reference) / half-life); once that growing
@@ -36,7 +39,7 @@ _MAX_UNDECAY_EXPONENT = 64.0
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """One ranked item with its score and the weighted components that add up to it."""
+    """One ranked item with its score and the weighted components that add up to it (plain Python floats)."""
 
     item_id: str
     category: str
@@ -44,13 +47,42 @@ class Recommendation:
     components: dict[str, float]
 
     def to_dict(self) -> dict:
-        """JSON-able form with plain floats."""
-        return {
-            "item_id": self.item_id,
-            "category": self.category,
-            "score": float(self.score),
-            "components": {name: float(value) for name, value in self.components.items()},
-        }
+        """JSON-able form."""
+        return {"item_id": self.item_id, "category": self.category, "score": self.score,
+                "components": self.components.copy()}
+
+
+class RankedItems(Sequence[Recommendation]):
+    """Ranked items, best first; each `Recommendation` is built when it is first read.
+
+    Business rules (exclusions, diversity caps, pins) need spare candidates but keep only k of them:
+    item ids and categories are at hand for choosing, and the rest is built only for the kept items.
+    """
+
+    __slots__ = ("item_ids", "categories", "_scores", "_names", "_components")
+
+    def __init__(self, item_ids: list[str], categories: list[str], scores: list[float],
+                 components: dict[str, list[float]]) -> None:
+        self.item_ids = item_ids
+        self.categories = categories
+        self._scores = scores
+        self._names = tuple(components)
+        self._components = tuple(components.values())
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @overload
+    def __getitem__(self, position: int) -> Recommendation: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[Recommendation]: ...
+
+    def __getitem__(self, position: int | slice) -> Recommendation | list[Recommendation]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        return Recommendation(self.item_ids[position], self.categories[position], self._scores[position],
+                              {name: values[position] for name, values in zip(self._names, self._components)})
 
 
 class HybridRecommender:
@@ -118,6 +150,7 @@ class HybridRecommender:
         self._available_from = np.full(_INITIAL_CAPACITY, -np.inf)
         self._available_until = np.full(_INITIAL_CAPACITY, np.inf)
         self._reference_ms = 0.0
+        self._changed_users: set[str] = set()  # users whose MF factors changed since take_changed_users()
 
     @property
     def n_items(self) -> int:
@@ -178,6 +211,7 @@ class HybridRecommender:
         index = self._item_index[item_id]
         self._count_interaction(index, ts_ms)
         self._max_strength = max(self._max_strength, strength)
+        self._changed_users.add(user_id)
         self._train(user_id, index, strength)
         n_others = self.n_items - 1
         if n_others > 0:
@@ -190,6 +224,40 @@ class HybridRecommender:
         """Erase the user's collaborative state (latent vector and bias); item statistics stay."""
         self._mf.u_latents.pop(user_id, None)
         self._mf.u_biases.pop(user_id, None)
+        self._changed_users.add(user_id)
+
+    def take_changed_users(self) -> dict[str, tuple[np.ndarray, float] | None]:
+        """Per user changed since the last call: the MF (latent, bias), or None once erased; then start afresh."""
+        latents, biases = self._mf.u_latents, self._mf.u_biases
+        changes = {user: (latents[user], biases.get(user, 0.0)) if user in latents else None
+                   for user in self._changed_users}
+        self._changed_users = set()
+        return changes
+
+    def user_factors(self) -> Iterator[tuple[str, np.ndarray, float]]:
+        """Every user's MF (user_id, latent, bias)."""
+        biases = self._mf.u_biases
+        for user, latent in self._mf.u_latents.items():
+            yield user, latent, biases.get(user, 0.0)
+
+    def load_user_factors(self, rows: Iterable[tuple[str, np.ndarray, float]]) -> None:
+        """Set users' MF latents and biases (restoring a checkpoint); they do not count as changed."""
+        latents, biases = self._mf.u_latents, self._mf.u_biases
+        for user, latent, bias in rows:
+            latents[user] = latent
+            biases[user] = bias
+
+    @contextlib.contextmanager
+    def without_user_factors(self) -> Iterator[None]:
+        """Within the block the MF holds no user factors (to pickle the model without its per-user part)."""
+        mf = self._mf
+        latents, biases = mf.u_latents, mf.u_biases
+        mf.u_latents = collections.defaultdict(latents.default_factory)
+        mf.u_biases = collections.defaultdict(biases.default_factory)
+        try:
+            yield
+        finally:
+            mf.u_latents, mf.u_biases = latents, biases
 
     def popularity(self, item_id: str, now_ms: int) -> float:
         """The item's time-decayed interaction count at `now_ms` (0 for an unknown item)."""
@@ -213,6 +281,18 @@ class HybridRecommender:
         `category_filter` drops denied / not-allowed categories and adds per-category boosts
         (reported as a "boost" component). Never creates state for an unknown user.
         """
+        return list(self.ranked(user_id, k, category_affinity, now_ms, exclude, category_filter))
+
+    def ranked(
+        self,
+        user_id: str,
+        k: int,
+        category_affinity: Mapping[str, float],
+        now_ms: int,
+        exclude: Collection[str] = (),
+        category_filter: "CategoryFilter | None" = None,
+    ) -> RankedItems:
+        """Like `rank`, as a `RankedItems` sequence that builds each Recommendation only when read."""
         collaborative, content, popularity = self._components(user_id, category_affinity, now_ms)
         return self._top_k(k, now_ms, collaborative, content, popularity, exclude, category_filter)
 
@@ -244,7 +324,7 @@ class HybridRecommender:
     ) -> list[Recommendation]:
         """Non-personalized top-k: the unweighted popularity component only (the others are 0)."""
         zeros = np.zeros(self.n_items)
-        return self._top_k(k, now_ms, zeros, zeros, self._popularity_component(now_ms), exclude, category_filter)
+        return list(self._top_k(k, now_ms, zeros, zeros, self._popularity_component(now_ms), exclude, category_filter))
 
     def _per_category(self, values: Mapping[str, float], default: float) -> np.ndarray:
         """Spread a category -> value mapping over the catalog's items."""
@@ -312,13 +392,13 @@ class HybridRecommender:
         popularity: np.ndarray,
         exclude: Collection[str],
         category_filter: "CategoryFilter | None",
-    ) -> list[Recommendation]:
+    ) -> RankedItems:
         scores, boost, eligible = self._scores(now_ms, collaborative, content, popularity, category_filter)
         excluded = [self._item_index[item] for item in exclude if item in self._item_index]
         eligible[excluded] = False
         k = min(k, int(np.count_nonzero(eligible)))
         if k <= 0:
-            return []
+            return RankedItems([], [], [], {})
         masked = np.where(eligible, scores, -np.inf)
         candidates = _top_candidates(masked, k) if k < len(masked) else np.flatnonzero(eligible)
         best = candidates[np.lexsort((candidates, -masked[candidates]))]
@@ -351,19 +431,15 @@ class HybridRecommender:
         content: np.ndarray,
         popularity: np.ndarray,
         boost: np.ndarray | None,
-    ) -> list[Recommendation]:
-        """`Recommendation`s of the items at `best`, gathering each component once for all of them."""
-        names = ("collaborative", "content", "popularity") if boost is None else (
-            "collaborative", "content", "popularity", "boost")
-        parts = [collaborative[best].tolist(), content[best].tolist(), popularity[best].tolist()]
+    ) -> RankedItems:
+        """The items at `best`, gathering each component once for all of them."""
+        components = {"collaborative": collaborative[best].tolist(), "content": content[best].tolist(),
+                      "popularity": popularity[best].tolist()}
         if boost is not None:
-            parts.append(boost[best].tolist())
+            components["boost"] = boost[best].tolist()
         item_ids, categories = self._item_ids, self._categories
-        return [
-            Recommendation(item_ids[i], categories[c], score, dict(zip(names, values)))
-            for i, c, score, values in zip(best.tolist(), self._item_category[best].tolist(), scores[best].tolist(),
-                                           zip(*parts))
-        ]
+        return RankedItems([item_ids[i] for i in best.tolist()], [categories[c] for c in self._item_category[best].tolist()],
+                           scores[best].tolist(), components)
 
     def _recommendation(
         self,

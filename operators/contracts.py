@@ -47,36 +47,43 @@ def _require(cond: bool, reason: str) -> None:
         raise InvalidEvent(reason)
 
 
+# The checks below build their reasons only on failure: this gate runs for every event.
 def _check_id(event: dict, name: str, required: bool) -> None:
     value = event.get(name)
     if value is None:
-        _require(not required, f"missing field {name!r}")
+        if required:
+            raise InvalidEvent(f"missing field {name!r}")
         return
-    _require(isinstance(value, str), f"field {name!r} must be a string, got {type(value).__name__}")
-    _require(0 < len(value) <= MAX_ID_CHARS, f"field {name!r} must have 1..{MAX_ID_CHARS} characters")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field {name!r} must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_ID_CHARS:
+        raise InvalidEvent(f"field {name!r} must have 1..{MAX_ID_CHARS} characters")
 
 
 def _check_number(event: dict, name: str, required: bool, integer: bool = False, maximum: float = float("inf")) -> None:
     value = event.get(name)
     if value is None:
-        _require(not required, f"missing field {name!r}")
+        if required:
+            raise InvalidEvent(f"missing field {name!r}")
         return
-    allowed = (int,) if integer else (int, float)
-    _require(
-        isinstance(value, allowed) and not isinstance(value, bool),
-        f"field {name!r} must be {'an integer' if integer else 'a number'}, got {type(value).__name__}",
-    )
-    _require(value >= 0 and value == value and value != float("inf"), f"field {name!r} must be a finite number >= 0")
-    _require(value <= maximum, f"field {name!r} must be at most {maximum:g}")
+    if not isinstance(value, int if integer else (int, float)) or isinstance(value, bool):
+        raise InvalidEvent(f"field {name!r} must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+    if not (value >= 0 and value == value and value != float("inf")):
+        raise InvalidEvent(f"field {name!r} must be a finite number >= 0")
+    if value > maximum:
+        raise InvalidEvent(f"field {name!r} must be at most {maximum:g}")
 
 
 def _check_text(event: dict, name: str, required: bool, max_chars: int) -> None:
     value = event.get(name)
     if value is None:
-        _require(not required, f"missing field {name!r}")
+        if required:
+            raise InvalidEvent(f"missing field {name!r}")
         return
-    _require(isinstance(value, str), f"field {name!r} must be a string, got {type(value).__name__}")
-    _require(0 < len(value) <= max_chars, f"field {name!r} must have 1..{max_chars} characters")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field {name!r} must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= max_chars:
+        raise InvalidEvent(f"field {name!r} must have 1..{max_chars} characters")
 
 
 def _check_item_event(event: dict, item_required: bool, price_required: bool) -> None:
@@ -147,15 +154,18 @@ def validate_event(event: Any, topic_kind: str) -> dict[str, Any]:
     >>> validate_event({"event_id": "e1", "user_id": "u1", "type": "page_view", "ts": 1700000000000}, "clickstream")["type"]
     'page_view'
     """
-    _require(isinstance(event, dict), f"event must be a JSON object, got {type(event).__name__}")
+    if not isinstance(event, dict):
+        raise InvalidEvent(f"event must be a JSON object, got {type(event).__name__}")
     _check_id(event, "event_id", True)
     event_type = event.get("type")
     is_catalog_event = isinstance(event_type, str) and event_type in ITEM_TYPES
     _check_id(event, "user_id", not is_catalog_event)  # catalog events concern items, not users
     _require(isinstance(event_type, str), "missing or non-string field 'type'")
-    _require(event_type in EVENT_TYPES, f"unknown event type {event_type[:40]!r}")
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent(f"unknown event type {event_type[:40]!r}")
     expected_kind = TOPIC_KIND_OF_TYPE[event_type]
-    _require(expected_kind == topic_kind, f"type {event_type!r} belongs on the {expected_kind} topic, not {topic_kind}")
+    if expected_kind != topic_kind:
+        raise InvalidEvent(f"type {event_type!r} belongs on the {expected_kind} topic, not {topic_kind}")
     ts = event.get("ts")
     _require(isinstance(ts, int) and not isinstance(ts, bool), "field 'ts' must be an integer epoch in milliseconds")
     _require(MIN_TS_MS <= ts <= MAX_TS_MS, "field 'ts' is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)")

@@ -258,7 +258,7 @@ class PersonalizationEngine:
         excluded = rules.exclusions(profile.history, now_ms)
         # Exclusions and category rules act inside ranking; pins and the diversity cap need spare candidates.
         n_candidates = k * CANDIDATE_FACTOR if rules.max_per_category else k + len(rules.pinned_items)
-        ranked = self.recommender.rank(user_id, n_candidates, affinity, now_ms, excluded, category_filter)
+        ranked = self.recommender.ranked(user_id, n_candidates, affinity, now_ms, excluded, category_filter)
         pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter)
                   if rules.pinned_items else [])
         recommendations, applied = rules.finalize(ranked, pinned, k)

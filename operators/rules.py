@@ -32,6 +32,7 @@ import logging
 import os
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ class RuleSet:
         return excluded
 
     def finalize(
-        self, ranked: list[Recommendation], pinned: list[Recommendation], k: int
+        self, ranked: Sequence[Recommendation], pinned: list[Recommendation], k: int
     ) -> tuple[list[Recommendation], list[dict[str, Any]]]:
         """Pins first, then ranked items under the diversity cap; returns the top k and the rules applied."""
         applied: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from enginestack import Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
+from connectors.user_factor_store import UserFactorStore
 from operators.privacy import pseudonymize
 from pulse.localservers import LocalServer
 from simulator import encode_event
@@ -62,9 +63,13 @@ def _latest_snapshot(recovery_dir: Path, key: str) -> object | None:
     return None if change is None else pickle.loads(change)
 
 
-def _checkpoint_latents(recovery_dir: Path) -> dict:
-    with open(recovery_dir / "models-p0.pkl", "rb") as file:
-        return pickle.load(file)["models"]["recommender"]._mf.u_latents
+def _checkpoint_latents(recovery_dir: Path) -> set[str]:
+    """The users whose MF factors the model checkpoint holds."""
+    store = UserFactorStore(recovery_dir / "models-p0.users.sqlite3")
+    try:
+        return {user for user, _, _ in store.rows()}
+    finally:
+        store.close()
 
 
 def _stored_bytes(recovery_dir: Path) -> bytes:

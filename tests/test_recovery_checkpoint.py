@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from connectors.checkpoint import ModelCheckpoint, recovery_args, recovery_options
+from connectors.user_factor_store import UserFactorStore
 from operators.engine import MODEL_NAMES, PersonalizationEngine
 from operators.parse import Accepted
 from operators.user_state import user_logic_builder
@@ -71,3 +76,46 @@ def test_recovery_args_default_directory_and_passthrough(tmp_path: Path) -> None
     assert (tmp_path / "y" / "part-0.sqlite3").exists()
     assert recovery_options(["-i", "1", "-a", "h:1;h:2"], {}) == (None, 1)
     assert recovery_options([], {"BYTEWAX_PROCESS_ID": "2", "BYTEWAX_RECOVERY_DIRECTORY": "/d"}) == (Path("/d"), 2)
+
+
+def test_checkpoints_write_only_the_users_that_changed(tmp_path: Path) -> None:
+    engine = PersonalizationEngine()
+    checkpoint = ModelCheckpoint(engine, tmp_path / "models-p0.pkl")
+    for n in range(200):
+        engine.recommender.learn_one(f"user{n}", f"i{n % 7}", "c", 1.0, NOW + n)
+    checkpoint.save()
+    pickled = (tmp_path / "models-p0.pkl").stat().st_size
+    stored = {user: latent.copy() for user, latent, _ in UserFactorStore(checkpoint.user_store_path).rows()}
+    assert len(stored) == 200 and not engine.recommender.take_changed_users()
+
+    engine.recommender.learn_one("user3", "i1", "c", 1.0, NOW + 500)
+    engine.recommender.learn_one("newcomer", "i2", "c", 1.0, NOW + 501)
+    engine.recommender.forget_user("user4")
+    assert set(engine.recommender.take_changed_users()) == {"user3", "newcomer", "user4"}
+    engine.recommender.learn_one("user3", "i2", "c", 1.0, NOW + 502)
+    engine.recommender.learn_one("newcomer", "i3", "c", 1.0, NOW + 503)
+    engine.recommender.forget_user("user4")
+    checkpoint.save()
+    assert (tmp_path / "models-p0.pkl").stat().st_size == pytest.approx(pickled, rel=0.05), "no user latents pickled"
+    after = {user: latent for user, latent, _ in UserFactorStore(checkpoint.user_store_path).rows()}
+    assert set(after) == set(stored) - {"user4"} | {"newcomer"}
+    assert not np.array_equal(after["user3"], stored["user3"])
+    assert all(np.array_equal(after[u], stored[u]) for u in stored if u not in {"user3", "user4"})
+
+    fresh = PersonalizationEngine()
+    assert ModelCheckpoint(fresh, tmp_path / "models-p0.pkl").restore()
+    for user in ("user3", "newcomer", "user150"):
+        assert fresh.recommender.rank(user, 5, {}, NOW + 600) == engine.recommender.rank(user, 5, {}, NOW + 600)
+    assert "user4" not in fresh.recommender._mf.u_latents
+
+
+def test_a_rollback_rewrites_the_whole_user_store(tmp_path: Path) -> None:
+    engine = PersonalizationEngine()
+    checkpoint = ModelCheckpoint(engine, tmp_path / "models-p0.pkl")
+    engine.recommender.learn_one("before", "i1", "c", 1.0, NOW)
+    older = {name: copy.deepcopy(model) for name, model in engine.models().items()}
+    engine.recommender.learn_one("after", "i2", "c", 1.0, NOW + 1)
+    checkpoint.save()
+    engine.restore_models(older, "snap-1")
+    checkpoint.save()
+    assert {user for user, _, _ in UserFactorStore(checkpoint.user_store_path).rows()} == {"before"}
