@@ -63,7 +63,8 @@ def main() -> None:
         users = [r["users"] for r in state["results"]]
         for key, label in (("snapshot_all_s", "epoch snapshot, all users changed"),
                            ("snapshot_1pct_s", "epoch snapshot, 1% changed"),
-                           ("model_checkpoint_s", "model checkpoint"), ("restart_s", "restart")):
+                           ("model_checkpoint_full_s", "model checkpoint, full"),
+                           ("model_checkpoint_1pct_s", "model checkpoint, 1% changed"), ("restart_s", "restart")):
             ax.loglog(users, [r[key] * 1e3 for r in state["results"]], marker="o", label=label)
         ax.set_xlabel("users")
         ax.set_ylabel("ms")

@@ -12,9 +12,11 @@ figures do not depend on how long the simulator runs. For each N:
 - epoch snapshot, all users changed: what Bytewax does per touched key (`UserLogic.snapshot()` = profile
   copy, then pickle) for all N;
 - epoch snapshot, 1% changed: the same for N/100 users (Bytewax snapshots only keys touched in the epoch);
-- model checkpoint: `ModelCheckpoint.save()` (pickle + fsync of the shared models), written at every
-  epoch in which anything was learned -- it holds every user's MF latents, so it grows with all users;
-- restart: unpickle the N profiles + `ModelCheckpoint.restore()`.
+- model checkpoint, full: the first `ModelCheckpoint.save()` (every user's MF factors into the user-factor
+  store + pickle and fsync of the shared models), as after a start or a rollback;
+- model checkpoint, 1% changed: a later save after 1% of the users learned -- what every epoch with
+  learning costs: only the changed users' factors are written, so it should not grow with all users;
+- restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors).
 
 Linearity is shown as time per user relative to the smallest N (1.0 = linear). Memory per item:
 the recommender's numpy mirrors + the MF's per-item entries for `--items` items, / items.
@@ -88,21 +90,25 @@ def measure_users(n: int, runs: int) -> dict:
     changed = keys[: max(1, n // 100)]
     blobs = snapshot(keys)
     snap_bytes = sum(len(b) for b in blobs) / n
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = ModelCheckpoint(engine, Path(tmp) / "models.pkl")
-        full, partial, save, restart = [], [], [], []
-        for _ in range(runs):
-            full.append(timed(lambda: snapshot(keys)))
-            partial.append(timed(lambda: snapshot(changed)))
-            save.append(timed(checkpoint.save))
-            from operators.engine import PersonalizationEngine
+    from operators.engine import PersonalizationEngine
 
+    full, partial, save_full, save_changed, restart = [], [], [], [], []
+    for run in range(runs):
+        full.append(timed(lambda: snapshot(keys)))
+        partial.append(timed(lambda: snapshot(changed)))
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = ModelCheckpoint(engine, Path(tmp) / "models.pkl")
+            save_full.append(timed(checkpoint.save))
+            for uid in changed:  # 1% of the users learn one interaction each
+                engine.recommender.learn_one(uid, f"item-{run}", "cat", 1.0, 0)
+            save_changed.append(timed(checkpoint.save))
+            checkpoint_bytes = checkpoint.path.stat().st_size + checkpoint.user_store_path.stat().st_size
             fresh = PersonalizationEngine()
             restart.append(timed(lambda: ([pickle.loads(b) for b in blobs],
                                           ModelCheckpoint(fresh, checkpoint.path).restore())))
-        checkpoint_bytes = checkpoint.path.stat().st_size
     return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
-            "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial), "model_checkpoint_s": median(save),
+            "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial),
+            "model_checkpoint_full_s": median(save_full), "model_checkpoint_1pct_s": median(save_changed),
             "model_checkpoint_bytes": checkpoint_bytes, "restart_s": median(restart)}
 
 
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         r = measure_users(n, args.runs)
         results.append(r)
         print(f"{n:,} users: {r['bytes_per_user']:,.0f} B/user, snapshot all {r['snapshot_all_s'] * 1e3:,.1f} ms, "
-              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint {r['model_checkpoint_s'] * 1e3:,.1f} ms, "
+              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full {r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
+              f"1% changed {r['model_checkpoint_1pct_s'] * 1e3:,.1f} ms, "
               f"restart {r['restart_s'] * 1e3:,.1f} ms", flush=True)
     base = results[0]
     rows = []
@@ -149,12 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append([fmt(n), fmt(r["bytes_per_user"]), fmt(r["snapshot_bytes_per_user"]),
                      f"{r['snapshot_all_s'] * 1e3:,.1f} ({lin('snapshot_all_s')})",
                      f"{r['snapshot_1pct_s'] * 1e3:,.2f}",
-                     f"{r['model_checkpoint_s'] * 1e3:,.1f} ({lin('model_checkpoint_s')})",
+                     f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ({lin('model_checkpoint_full_s')})",
+                     f"{r['model_checkpoint_1pct_s'] * 1e3:,.1f}",
                      f"{r['restart_s'] * 1e3:,.1f} ({lin('restart_s')})"])
     print_table(f"State vs users (median of {args.runs} runs; in parentheses: time per user relative to "
                 f"{fmt(base['users'])} users, 1.00 = linear)",
                 ["users", "B/user (RAM)", "B/user (snapshot)", "epoch snapshot, all changed ms",
-                 "epoch snapshot, 1% changed ms", "model checkpoint ms", "restart ms"], rows)
+                 "epoch snapshot, 1% changed ms", "model checkpoint, full ms", "model checkpoint, 1% changed ms",
+                 "restart ms"], rows)
     per_item = measure_items(args.items)
     print(f"\nmemory per item ({fmt(args.items)} items): {per_item:,.0f} B")
     data = {"runs": args.runs, "results": results, "bytes_per_item": per_item, "items": args.items}

@@ -127,7 +127,7 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
                                    f"after {timeout_s:.0f}s (logs in {workdir})")
             if any(p.poll() not in (None, 0) for p in processes):
                 raise RuntimeError(f"{name} exited with {[p.poll() for p in processes]}: "
-                                   + (workdir / f"{name}-0.log").read_text(errors="replace")[-2000:])
+                                   + "\n".join(log.read_text(errors="replace")[-3000:] for log in sorted(workdir.glob(f"{name}-*.log"))))
         wall_s = time.monotonic() - started
     finally:
         reader.close()

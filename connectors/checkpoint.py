@@ -10,7 +10,7 @@ second time (at-least-once learning). `forget_user` rewrites the file at once so
 latents never come back from an old checkpoint.
 
 The per-user part of the models (each user's MF latent vector and bias) is not in the pickle: it goes
-to `DIR/models-p<process>.users.sqlite3` (connectors.user_factor_store), where each write upserts only
+to `DIR/models-p<process>.users.db` (connectors.user_factor_store), where each write upserts only
 the users that changed since the previous one, so a checkpoint costs what changed plus the bounded
 shared models, not all users. The store is written before the pickle.
 """
@@ -93,7 +93,8 @@ class ModelCheckpoint:
     def __init__(self, engine: PersonalizationEngine, path: Path) -> None:
         self._engine = engine
         self._path = path
-        self._users = UserFactorStore(path.with_suffix(".users.sqlite3"))
+        # Not *.sqlite3: Bytewax counts every such file in the recovery directory as one of its partitions.
+        self._users = UserFactorStore(path.with_suffix(".users.db"))
         self._dirty = False
         self._saved_recommender: HybridRecommender | None = None  # whose user factors the store holds
 

@@ -6,7 +6,8 @@ import logging
 import time
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from operators.parse import Rejected
@@ -73,24 +74,70 @@ def event_source(settings: Settings) -> KafkaSource:
     )
 
 
-def decision_log_sink(settings: Settings) -> KafkaSink:
+def _log_kafka_error(error: KafkaError) -> None:
+    log.warning("kafka producer: %s", error)
+
+
+class _RecordLogPartition(StatelessSinkPartition[DecisionOut | OutcomeOut]):
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, "error_cb": _log_kafka_error})
+        self._failure: KafkaError | None = None
+
+    def write_batch(self, items: list[DecisionOut | OutcomeOut]) -> None:
+        """Produce the batch and wait for its delivery (Bytewax commits the epoch only after the sinks return).
+
+        Raises KafkaException if a record could not be delivered (after librdkafka's retries): the
+        dataflow stops and, with recovery, resumes from the last committed epoch without losing records.
+        """
+        produce, topic, delivered = self._producer.produce, self._topic, self._on_delivery
+        for record in items:
+            while True:
+                try:
+                    produce(topic, record.payload, record.user_id.encode(), on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(0.1)
+        self._producer.flush()
+        if self._failure is not None:
+            raise KafkaException(self._failure)
+
+    def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
+        if error is not None and self._failure is None:
+            self._failure = error
+
+    def close(self) -> None:
+        self._producer.flush()
+
+
+class RecordLogSink(DynamicSink[DecisionOut | OutcomeOut]):
+    """Appends decision or outcome records to a topic, keyed by user id (per-user order kept within a partition).
+
+    Like Bytewax's KafkaSink, but takes the records themselves: no message object per record.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RecordLogPartition:
+        """One producer per worker."""
+        return _RecordLogPartition(self._bootstrap, self._topic)
+
+
+def decision_log_sink(settings: Settings) -> RecordLogSink:
     """Sink of the decisions topic (every decision with its explanation)."""
-    return KafkaSink([settings.kafka_bootstrap], settings.topic_decisions, add_config=PRODUCER_CONFIG)
+    return RecordLogSink(settings.kafka_bootstrap, settings.topic_decisions)
 
 
-def outcome_log_sink(settings: Settings) -> KafkaSink:
+def outcome_log_sink(settings: Settings) -> RecordLogSink:
     """Sink of the outcomes topic (attribution join results)."""
-    return KafkaSink([settings.kafka_bootstrap], settings.topic_outcomes, add_config=PRODUCER_CONFIG)
+    return RecordLogSink(settings.kafka_bootstrap, settings.topic_outcomes)
 
 
 def dead_letter_sink(settings: Settings) -> KafkaSink:
     """Sink of the dead-letter topic."""
     return KafkaSink([settings.kafka_bootstrap], settings.topic_dead_letter, add_config=PRODUCER_CONFIG)
-
-
-def to_log_message(record: DecisionOut | OutcomeOut) -> KafkaSinkMessage[bytes, bytes]:
-    """Decision or outcome record keyed by user id (per-user order is kept within a partition)."""
-    return KafkaSinkMessage(record.user_id.encode(), record.payload)
 
 
 def to_dead_letter_message(rejected: Rejected) -> KafkaSinkMessage[bytes | None, bytes | None]:

@@ -22,7 +22,7 @@ class UserFactorStore:
     """A SQLite file of (user_id, bias, latent) rows.
 
     >>> import tempfile
-    >>> store = UserFactorStore(Path(tempfile.mkdtemp()) / "users.sqlite3")
+    >>> store = UserFactorStore(Path(tempfile.mkdtemp()) / "users.db")
     >>> store.write({"ann": (np.array([0.5, -1.0]), 0.25), "bob": None})
     >>> [(user, latent.tolist(), bias) for user, latent, bias in store.rows()]
     [('ann', [0.5, -1.0], 0.25)]

@@ -8,8 +8,8 @@ the environment (see pulse.config / README).
                                       └─(invalid)──────────┐
     kafka_in ─ parse ─ split_valid ─(invalid)──────── all_invalid ─ to_dead_letter ─ dead_letter_out
                              └─(valid)─ key_by_user ─ decide ─ split_outcomes ─(decision)─┬─ redis_out (latest + PUBLISH)
-                                                                   │                     └─ to_decision_log ─ decision_log_out
-                                                                   └─(outcome)─ to_outcome_log ─ outcome_log_out
+                                                                   │                     └─ decision_log_out
+                                                                   └─(outcome)─ outcome_log_out
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from connectors.kafka_io import (
     event_source,
     outcome_log_sink,
     to_dead_letter_message,
-    to_log_message,
 )
 from connectors.model_control import ModelAckSink, ModelCommandSource
 from connectors.redis_sink import RedisDecisionSink
@@ -93,8 +92,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
     split = op.branch("split_outcomes", results, lambda result: isinstance(result, DecisionOut))
     decisions, outcomes = split.trues, split.falses
     op.output("redis_out", decisions, RedisDecisionSink(settings))
-    op.output("decision_log_out", op.map("to_decision_log", decisions, to_log_message), decision_log_sink(settings))
-    op.output("outcome_log_out", op.map("to_outcome_log", outcomes, to_log_message), outcome_log_sink(settings))
+    op.output("decision_log_out", decisions, decision_log_sink(settings))
+    op.output("outcome_log_out", outcomes, outcome_log_sink(settings))
     return flow
 
 

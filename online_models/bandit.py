@@ -63,23 +63,37 @@ class EpsilonGreedyBandit:
 
     def greedy_one(self, context: Mapping[str, float]) -> str:
         """The action with the highest predicted reward (ties: the first in `actions`)."""
-        rewards = self.expected_rewards(context)
-        return max(self.actions, key=lambda a: (rewards[a], -self.actions.index(a)))
+        return self._greedy(self.expected_rewards(context))
 
     def probabilities(self, context: Mapping[str, float]) -> dict[str, float]:
         """The policy's probability of each action in this context."""
-        greedy = self.greedy_one(context)
-        explore = self.epsilon / len(self.actions)
-        return {a: round(explore + (1.0 - self.epsilon if a == greedy else 0.0), 12) for a in self.actions}
+        return self._probabilities(self.greedy_one(context))
 
     def predict_one(self, context: Mapping[str, float]) -> tuple[str, float]:
         """Choose an action; return it with its propensity."""
-        probabilities = self.probabilities(context)
+        action, propensity, _ = self.choose_one(context)
+        return action, propensity
+
+    def choose_one(self, context: Mapping[str, float]) -> tuple[str, float, dict[str, float]]:
+        """Choose an action; return it with its propensity and every action's predicted reward (one pass of the models)."""
+        rewards = self.expected_rewards(context)
+        greedy = self._greedy(rewards)
         if self._rng.random() < self.epsilon:
             action = self.actions[self._rng.randrange(len(self.actions))]
         else:
-            action = self.greedy_one(context)
-        return action, probabilities[action]
+            action = greedy
+        return action, self._probabilities(greedy)[action], rewards
+
+    def _greedy(self, rewards: Mapping[str, float]) -> str:
+        best = self.actions[0]
+        for action in self.actions[1:]:
+            if rewards[action] > rewards[best]:
+                best = action
+        return best
+
+    def _probabilities(self, greedy: str) -> dict[str, float]:
+        explore = self.epsilon / len(self.actions)
+        return {a: round(explore + (1.0 - self.epsilon if a == greedy else 0.0), 12) for a in self.actions}
 
     def learn_one(self, context: Mapping[str, float], action: str, reward: float) -> None:
         """Teach the chosen action's reward model the observed reward."""

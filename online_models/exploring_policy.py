@@ -59,8 +59,8 @@ class ExploringPolicy:
             return rule_action  # guardrail (hand over to a human)
         if self.n_rewards < self.warmup:
             return self._explore_around(rule_action)
-        action, propensity = self.bandit.predict_one(context)
-        expected = self.bandit.expected_rewards(context)[action]
+        action, propensity, rewards = self.bandit.choose_one(context)
+        expected = rewards[action]
         return Action(action, propensity, f"bandit: expected reward {expected:.3f} (propensity {propensity:.3f})")
 
     def _explore_around(self, rule_action: Action) -> Action:

@@ -72,6 +72,10 @@ class RankedItems(Sequence[Recommendation]):
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def __iter__(self) -> Iterator[Recommendation]:
+        for position in range(len(self.item_ids)):
+            yield self[position]
+
     @overload
     def __getitem__(self, position: int) -> Recommendation: ...
 

@@ -65,7 +65,7 @@ def _latest_snapshot(recovery_dir: Path, key: str) -> object | None:
 
 def _checkpoint_latents(recovery_dir: Path) -> set[str]:
     """The users whose MF factors the model checkpoint holds."""
-    store = UserFactorStore(recovery_dir / "models-p0.users.sqlite3")
+    store = UserFactorStore(recovery_dir / "models-p0.users.db")
     try:
         return {user for user, _, _ in store.rows()}
     finally:
