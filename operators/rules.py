@@ -32,12 +32,11 @@ import logging
 import os
 import time
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from online_models.recommender import CategoryFilter, Recommendation
+from online_models.recommender import CategoryFilter, RankedItems, Recommendation
 from operators.history import InteractionHistory
 
 log = logging.getLogger("pulse.rules")
@@ -110,33 +109,39 @@ class RuleSet:
         return excluded
 
     def finalize(
-        self, ranked: Sequence[Recommendation], pinned: list[Recommendation], k: int
+        self, ranked: RankedItems, pinned: list[Recommendation], k: int
     ) -> tuple[list[Recommendation], list[dict[str, Any]]]:
-        """Pins first, then ranked items under the diversity cap; returns the top k and the rules applied."""
+        """Pins first, then ranked items under the diversity cap; returns the top k and the rules applied.
+
+        Chooses on the candidates' ids and categories; only the chosen ones become Recommendations.
+        """
         applied: list[dict[str, Any]] = []
-        chosen: list[Recommendation] = []
-        if pinned:
-            chosen.extend(pinned[:k])
+        chosen: list[Recommendation] = list(pinned[:k])
+        if chosen:
             applied.append({"rule": "pin", "effect": "pinned first", "items": [r.item_id for r in chosen]})
         taken = {r.item_id for r in chosen}
         per_category: dict[str, int] = {}
         for rec in chosen:
             per_category[rec.category] = per_category.get(rec.category, 0) + 1
+        cap = self.max_per_category
+        picked: list[int] = []
         capped: list[str] = []
-        for rec in ranked:
-            if len(chosen) >= k:
+        room = k - len(chosen)
+        for position, (item_id, category) in enumerate(zip(ranked.item_ids, ranked.categories)):
+            if len(picked) >= room:
                 break
-            if rec.item_id in taken:
+            if item_id in taken:
                 continue
-            if self.max_per_category and per_category.get(rec.category, 0) >= self.max_per_category:
-                capped.append(rec.item_id)
+            count = per_category.get(category, 0)
+            if cap and count >= cap:
+                capped.append(item_id)
                 continue
-            chosen.append(rec)
-            per_category[rec.category] = per_category.get(rec.category, 0) + 1
+            picked.append(position)
+            per_category[category] = count + 1
         if capped:
-            applied.append({"rule": "diversity", "effect": f"skipped: more than {self.max_per_category} from one category",
+            applied.append({"rule": "diversity", "effect": f"skipped: more than {cap} from one category",
                             "items": capped})
-        return chosen, applied
+        return chosen + [ranked[position] for position in picked], applied
 
     def offer_allowed(self, history: InteractionHistory, now_ms: int) -> tuple[bool, str]:
         """Whether a retention offer may be made now, and why not if it may not."""

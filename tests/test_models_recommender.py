@@ -262,3 +262,23 @@ def test_bad_strength_is_rejected(strength):
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         HybridRecommender(**kwargs)
+
+
+def test_cached_eligibility_matches_the_windows_at_any_time() -> None:
+    rng = random.Random(5)
+    rec = HybridRecommender(seed=3)
+    windows = {}
+    for i in range(60):
+        item = f"w{i}"
+        rec.add_item(item, "c")
+        start = rng.choice([None, rng.randrange(0, 1000)])
+        end = rng.choice([None, rng.randrange(0, 1000)])
+        if start is not None and end is not None and start > end:
+            start, end = end, start
+        listed = rng.random() > 0.1
+        rec.set_availability(item, listed, start, end)
+        windows[item] = (listed, start, end)
+    for now in [rng.randrange(-50, 1050) for _ in range(400)] + list(range(0, 1000, 7)):
+        for item, (listed, start, end) in windows.items():
+            expected = listed and (start is None or start <= now) and (end is None or now <= end)
+            assert rec.is_rankable(item, now) == expected, (item, now)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from online_models.recommender import Recommendation
+from online_models.recommender import RankedItems, Recommendation
 from operators.history import InteractionHistory
 from operators.rules import RuleSet, RulesError, RulesFile
 
@@ -62,7 +62,7 @@ def test_exclusions_name_their_reason() -> None:
 
 
 def test_pins_first_then_diversity_cap() -> None:
-    ranked = [rec("a1", "a", 9), rec("a2", "a", 8), rec("a3", "a", 7), rec("b1", "b", 6), rec("p", "c", 5)]
+    ranked = RankedItems.of([rec("a1", "a", 9), rec("a2", "a", 8), rec("a3", "a", 7), rec("b1", "b", 6), rec("p", "c", 5)])
     chosen, applied = RuleSet(max_per_category=2).finalize(ranked, pinned=[rec("p", "c", 5)], k=4)
     assert [r.item_id for r in chosen] == ["p", "a1", "a2", "b1"]
     assert applied == [
@@ -105,3 +105,10 @@ def test_missing_rules_file_is_an_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot read rules file"):
         RulesFile(tmp_path / "absent.toml")
     assert RulesFile(None).current() == RuleSet()
+
+
+def test_finalize_builds_recommendations_only_for_the_chosen_items() -> None:
+    ranked = RankedItems.of([rec(f"a{i}", "a", 50 - i) for i in range(40)] + [rec("b1", "b", 1)])
+    chosen, applied = RuleSet(max_per_category=2).finalize(ranked, pinned=[], k=3)
+    assert chosen == [ranked[0], ranked[1], ranked[40]]
+    assert applied[0]["items"] == [f"a{i}" for i in range(2, 40)]
