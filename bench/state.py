@@ -9,8 +9,8 @@ of one simulated user, then cloned for N users (and the user's MF latents copied
 figures do not depend on how long the simulator runs. For each N:
 
 - memory per user: tracemalloc bytes of the N profiles + the MF's per-user entries, / N;
-- epoch snapshot, all users changed: what Bytewax does per touched key (`UserLogic.snapshot()` = profile
-  copy, then pickle) for all N;
+- epoch snapshot, all users changed: what Bytewax does per touched key (`UserLogic.snapshot()` = the
+  pickled profile, which Bytewax pickles again) for all N;
 - epoch snapshot, 1% changed: the same for N/100 users (Bytewax snapshots only keys touched in the epoch);
 - model checkpoint, full: the first `ModelCheckpoint.save()` (every user's MF factors into the user-factor
   store + pickle and fsync of the shared models), as after a start or a rollback;
@@ -74,6 +74,7 @@ def timed(fn) -> float:
 
 def measure_users(n: int, runs: int) -> dict:
     from connectors.checkpoint import ModelCheckpoint
+    from operators.user_state import profile_snapshot
 
     engine, profile, user = template()
     gc.collect()
@@ -83,8 +84,8 @@ def measure_users(n: int, runs: int) -> dict:
     bytes_per_user = (tracemalloc.get_traced_memory()[0] - before) / n
     tracemalloc.stop()
 
-    def snapshot(keys) -> list[bytes]:
-        return [pickle.dumps(profiles[k].copy(), protocol=pickle.HIGHEST_PROTOCOL) for k in keys]
+    def snapshot(keys) -> list[bytes]:  # what Bytewax stores per touched key: UserLogic.snapshot(), pickled
+        return [pickle.dumps(profile_snapshot(profiles[k]), protocol=pickle.HIGHEST_PROTOCOL) for k in keys]
 
     keys = list(profiles)
     changed = keys[: max(1, n // 100)]
@@ -104,7 +105,7 @@ def measure_users(n: int, runs: int) -> dict:
             save_changed.append(timed(checkpoint.save))
             checkpoint_bytes = checkpoint.path.stat().st_size + checkpoint.user_store_path.stat().st_size
             fresh = PersonalizationEngine()
-            restart.append(timed(lambda: ([pickle.loads(b) for b in blobs],
+            restart.append(timed(lambda: ([pickle.loads(pickle.loads(b)) for b in blobs],
                                           ModelCheckpoint(fresh, checkpoint.path).restore())))
     return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
             "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial),

@@ -30,6 +30,11 @@ class PendingDecision:
     outcomes: list[str] = field(default_factory=list)
     joined_by: str = "none"
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # By constructor arguments: several times faster to pickle than the slots' default state protocol.
+        return PendingDecision, (self.decision_id, self.decided_ms, self.action, self.propensity, self.items,
+                                 self.context, self.reward, self.outcomes, self.joined_by)
+
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
@@ -64,8 +69,11 @@ class PendingDecisions:
 
     __slots__ = ("entries",)
 
-    def __init__(self) -> None:
-        self.entries: list[PendingDecision] = []
+    def __init__(self, entries: list[PendingDecision] | None = None) -> None:
+        self.entries: list[PendingDecision] = [] if entries is None else entries
+
+    def __reduce__(self) -> tuple[type, tuple[list[PendingDecision]]]:
+        return PendingDecisions, (self.entries,)
 
     def copy(self) -> "PendingDecisions":
         """An independent copy (pending decisions are mutated as outcomes join)."""

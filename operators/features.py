@@ -72,6 +72,10 @@ class UserFeatures:
         self.history = InteractionHistory()
         self.pending = PendingDecisions()
 
+    def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
+        # A plain tuple of the slots: Bytewax pickles every touched user's profile at each epoch.
+        return _restore_features, (tuple([getattr(self, name) for name in UserFeatures.__slots__]),)
+
     def copy(self) -> "UserFeatures":
         """An independent copy (used as the Bytewax snapshot)."""
         clone = UserFeatures.__new__(UserFeatures)
@@ -153,3 +157,11 @@ class UserFeatures:
             "sentiment": self.sentiment_ewma,
             "chats_per_session": self.n_chats / sessions,
         }
+
+
+def _restore_features(values: tuple[Any, ...]) -> UserFeatures:
+    """Unpickle a `UserFeatures` (see `UserFeatures.__reduce__`)."""
+    features = UserFeatures.__new__(UserFeatures)
+    for name, value in zip(UserFeatures.__slots__, values):
+        setattr(features, name, value)
+    return features

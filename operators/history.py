@@ -20,10 +20,14 @@ class InteractionHistory:
 
     __slots__ = ("viewed", "purchased", "last_offer_ms")
 
-    def __init__(self) -> None:
-        self.viewed: dict[str, int] = {}
-        self.purchased: dict[str, int] = {}
-        self.last_offer_ms: int | None = None
+    def __init__(self, viewed: dict[str, int] | None = None, purchased: dict[str, int] | None = None,
+                 last_offer_ms: int | None = None) -> None:
+        self.viewed: dict[str, int] = {} if viewed is None else viewed
+        self.purchased: dict[str, int] = {} if purchased is None else purchased
+        self.last_offer_ms = last_offer_ms
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms)
 
     def copy(self) -> "InteractionHistory":
         """An independent copy."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class OutcomeOut:
     payload: bytes
 
 
-class UserLogic(StatefulBatchLogic[Accepted, DecisionOut | OutcomeOut, UserFeatures]):
+class UserLogic(StatefulBatchLogic[Accepted, DecisionOut | OutcomeOut, bytes]):
     """Feeds each of one user's events to the engine in order and keeps the user's profile.
 
     The engine is shared by all keys of the process; a lock makes it safe with several worker threads.
@@ -101,26 +102,32 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut | OutcomeOut, UserFeatu
         outcomes = [OutcomeOut(a["user_id"], orjson.dumps(a)) for a in settled]
         return outcomes, idle
 
-    def snapshot(self) -> UserFeatures:
-        """A copy of the profile (small: counters and a bounded affinity dict)."""
+    def snapshot(self) -> bytes:
+        """The profile, pickled (see `profile_snapshot`)."""
         assert self._profile is not None, "a forgotten user's logic is discarded before any snapshot"
         if self._checkpoint is not None:
             with self._lock:
                 self._checkpoint.on_snapshot()
-        return self._profile.copy()
+        return profile_snapshot(self._profile)
+
+
+def profile_snapshot(profile: UserFeatures) -> bytes:
+    """A user's Bytewax snapshot: the profile pickled at once, so no copy of it is needed to keep it immutable."""
+    return pickle.dumps(profile, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def user_logic_builder(
     engine: PersonalizationEngine, checkpoint: ModelCheckpoint | None = None, idle_ttl_s: float | None = None
-) -> Callable[[UserFeatures | None], UserLogic]:
+) -> Callable[[bytes | UserFeatures | None], UserLogic]:
     """Builder for `op.stateful_batch`: resumes from a snapshot or starts an empty profile.
 
     Users idle for `idle_ttl_s` seconds are dropped from the state (None: never).
     """
     lock = engine.lock
 
-    def build(resume_state: UserFeatures | None) -> UserLogic:
-        return UserLogic(engine, lock, resume_state, checkpoint, idle_ttl_s)
+    def build(resume_state: bytes | UserFeatures | None) -> UserLogic:
+        profile = pickle.loads(resume_state) if isinstance(resume_state, bytes) else resume_state
+        return UserLogic(engine, lock, profile, checkpoint, idle_ttl_s)
 
     return build
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
@@ -69,3 +70,23 @@ def test_copy_is_independent() -> None:
     snapshot = p.copy()
     p.update({"type": "page_view", "ts": 2, "item_id": "b", "category": "hats"})
     assert "hats" not in snapshot.category_affinity and snapshot.n_page_views == 1
+
+
+def test_snapshot_round_trip_keeps_every_field() -> None:
+    from operators.attribution import PendingDecision
+    from operators.user_state import profile_snapshot
+
+    p = feed(UserFeatures(first_ts=0, user_id="ann"), {"type": "purchase", "ts": 1, "item_id": "a", "category": "shoes",
+                                                         "price": 20.0})
+    p.segment = 3
+    p.history.last_offer_ms = 7
+    p.pending.add(PendingDecision("d-1", 1, "recommend", 0.9, ("a", "b"), {"x": 1.0}, 0.3, ["e-2"], "window"), "ann")
+    blob = profile_snapshot(p)
+    p.update({"type": "page_view", "ts": 2, "item_id": "b", "category": "hats"})  # later changes do not leak in
+    restored = pickle.loads(blob)
+    assert restored.n_events == 1 and "hats" not in restored.category_affinity
+    assert (restored.user_id, restored.segment, restored.history.last_offer_ms) == ("ann", 3, 7)
+    assert restored.history.purchased == {"a": 1}
+    assert restored.pending.entries == [PendingDecision("d-1", 1, "recommend", 0.9, ("a", "b"), {"x": 1.0}, 0.3,
+                                                        ["e-2"], "window")]
+    assert restored.churn_features() == pickle.loads(profile_snapshot(restored)).churn_features()

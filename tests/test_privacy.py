@@ -60,7 +60,7 @@ def _latest_snapshot(recovery_dir: Path, key: str) -> object | None:
     if not rows:
         return None
     change = max(rows)[1]
-    return None if change is None else pickle.loads(change)
+    return None if change is None else pickle.loads(pickle.loads(change))  # Bytewax pickles the pickled profile
 
 
 def _checkpoint_latents(recovery_dir: Path) -> set[str]:
