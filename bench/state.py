@@ -18,6 +18,7 @@ figures do not depend on how long the simulator runs. For each N:
   learning costs: only the changed users' factors are written, so it should not grow with all users;
 - restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors).
 
+The process runs with the engine's garbage-collector setting (PULSE_GC_GEN0).
 Linearity is shown as time per user relative to the smallest N (1.0 = linear). Memory per item:
 the recommender's numpy mirrors + the MF's per-item entries for `--items` items, / items.
 """
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                         help="write results as JSON (default path bench/results/state.json)")
     args = parser.parse_args(argv)
+    from pulse.config import Settings
+    from pulse.runtime import tune_garbage_collector
+
+    tune_garbage_collector(Settings.from_env().gc_gen0)  # as in the engine process (PULSE_GC_GEN0)
 
     results = []
     for n in args.users:

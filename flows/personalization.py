@@ -39,6 +39,7 @@ from operators.parse import Accepted, EventParser
 from operators.privacy import Pseudonymizer
 from operators.user_state import DecisionOut, user_logic_builder
 from pulse.config import Settings
+from pulse.runtime import tune_garbage_collector
 
 
 def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
@@ -46,6 +47,7 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
 
     `argv` are bytewax.run's arguments: with recovery (`-r DIR`) the models are checkpointed in DIR.
     """
+    tune_garbage_collector(settings.gc_gen0)
     parser = EventParser(
         {settings.topic_clickstream: "clickstream", settings.topic_chat: "chat", settings.topic_control: "control"},
         settings.max_event_bytes,

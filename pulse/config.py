@@ -49,6 +49,7 @@ SETTINGS_DOC: dict[str, tuple[str, str, str]] = {
     "snapshot_s": ("PULSE_SNAPSHOT_S", "5", "Seconds between recovery snapshots (the epoch length; replay after a crash is at most about this)."),
     "backup_s": ("PULSE_BACKUP_S", "30", "Seconds older snapshots are kept (set to how often the recovery directory is backed up)."),
     "startup_retry_s": ("PULSE_STARTUP_RETRY_S", "30", "How long `pulse run` retries an unreachable broker (with backoff) before exiting with code 3."),
+    "gc_gen0": ("PULSE_GC_GEN0", "10000", "Allocations between the engine's youngest garbage collections (Python: 700); older generations follow every 20 and 100 of them, so large per-user state is rescanned rarely. 0: Python's defaults."),
     "pseudonymize_key": ("PULSE_PSEUDONYMIZE_KEY", "", "When set, user ids are replaced by HMAC-SHA256(key, user_id) before anything is stored."),
     "metrics_port": ("PULSE_METRICS_PORT", "0", "Port of the engine's Prometheus endpoint /metrics (0: off)."),
     "http_port": ("PULSE_HTTP_PORT", "8080", "Gateway HTTP port: dashboard, shop demo, /metrics, /v1 API and ingest (0: any free port)."),
@@ -98,6 +99,7 @@ class Settings:
     snapshot_s: int
     backup_s: int
     startup_retry_s: float
+    gc_gen0: int
     pseudonymize_key: str
     metrics_port: int
     http_port: int
@@ -142,8 +144,8 @@ class Settings:
             raise ConfigError("PULSE_CHURN_THRESHOLD must be within [0, 1]")
         if not -1.0 <= self.escalation_threshold <= 1.0:
             raise ConfigError("PULSE_ESCALATION_THRESHOLD must be within [-1, 1]")
-        if self.backup_s < 0 or self.startup_retry_s < 0:
-            raise ConfigError("PULSE_BACKUP_S and PULSE_STARTUP_RETRY_S must be >= 0")
+        if self.backup_s < 0 or self.startup_retry_s < 0 or self.gc_gen0 < 0:
+            raise ConfigError("PULSE_BACKUP_S, PULSE_STARTUP_RETRY_S and PULSE_GC_GEN0 must be >= 0")
         for name in ("metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{SETTINGS_DOC[name][0]} must be a port number 0..65535")
