@@ -21,9 +21,9 @@ QUIX_VENV ?= $(HOME)/.cache/pulse-bench-quix
 bench: install
 	$(BIN)/python -m bench.ranking --json
 	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m bench.throughput --json
-	$(BIN)/python -m bench.latency --json
+	$(BIN)/python -m bench.latency --rates 1000 2000 5000 0 --json
 	$(BIN)/python -m bench.state --json
-	$(BIN)/python -m bench.fanout --json
+	$(BIN)/python -m bench.fanout --subscribers 2000 10000 --json
 	$(BIN)/python -m bench.plot
 
 # Quix Streams (throughput baseline) pins an older confluent-kafka: it gets a venv of its own.
