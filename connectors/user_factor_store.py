@@ -60,10 +60,6 @@ class UserFactorStore:
         for user, bias, latent in self._db.execute("SELECT user_id, bias, latent FROM user_factors"):
             yield user, np.frombuffer(latent, dtype=np.float64).copy(), bias
 
-    def count(self) -> int:
-        """Number of stored users."""
-        return self._db.execute("SELECT COUNT(*) FROM user_factors").fetchone()[0]
-
     def close(self) -> None:
         """Close the database."""
         self._db.close()

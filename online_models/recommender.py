@@ -21,7 +21,7 @@ import math
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, overload
+from typing import NamedTuple
 
 import numpy as np
 from river import optim, reco
@@ -87,15 +87,7 @@ class RankedItems(Sequence[Recommendation]):
         for position in range(len(self.item_ids)):
             yield self[position]
 
-    @overload
-    def __getitem__(self, position: int) -> Recommendation: ...
-
-    @overload
-    def __getitem__(self, position: slice) -> list[Recommendation]: ...
-
-    def __getitem__(self, position: int | slice) -> Recommendation | list[Recommendation]:
-        if isinstance(position, slice):
-            return [self[i] for i in range(*position.indices(len(self)))]
+    def __getitem__(self, position: int) -> Recommendation:  # type: ignore[override]  # no slices: never needed
         return Recommendation(self.item_ids[position], self.categories[position], self._scores[position],
                               {name: values[position] for name, values in zip(self._names, self._components)})
 

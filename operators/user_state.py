@@ -118,15 +118,15 @@ def profile_snapshot(profile: UserFeatures) -> bytes:
 
 def user_logic_builder(
     engine: PersonalizationEngine, checkpoint: ModelCheckpoint | None = None, idle_ttl_s: float | None = None
-) -> Callable[[bytes | UserFeatures | None], UserLogic]:
+) -> Callable[[bytes | None], UserLogic]:
     """Builder for `op.stateful_batch`: resumes from a snapshot or starts an empty profile.
 
     Users idle for `idle_ttl_s` seconds are dropped from the state (None: never).
     """
     lock = engine.lock
 
-    def build(resume_state: bytes | UserFeatures | None) -> UserLogic:
-        profile = pickle.loads(resume_state) if isinstance(resume_state, bytes) else resume_state
+    def build(resume_state: bytes | None) -> UserLogic:
+        profile = None if resume_state is None else pickle.loads(resume_state)  # see profile_snapshot
         return UserLogic(engine, lock, profile, checkpoint, idle_ttl_s)
 
     return build
