@@ -33,7 +33,7 @@ from operators.engine import PersonalizationEngine
 
 log = logging.getLogger("pulse.checkpoint")
 
-FORMAT = 3
+FORMAT = 4  # 4: the Kafka source's recovery state is per partition index (connectors.kafka_source)
 
 
 def bytewax_run_argv() -> list[str]:
@@ -115,7 +115,8 @@ class ModelCheckpoint:
         with open(self._path, "rb") as file:
             state = pickle.load(file)
         if state.get("format") != FORMAT:
-            raise RuntimeError(f"{self._path} has checkpoint format {state.get('format')!r}, expected {FORMAT}")
+            raise RuntimeError(f"{self._path} has checkpoint format {state.get('format')!r}, expected {FORMAT}: "
+                               "it was written by another Pulse version; start from a new recovery directory")
         self._engine.restore_models(state["models"], state["snapshot_hash"])
         self._engine.catalog = state["catalog"]
         recommender = self._engine.recommender

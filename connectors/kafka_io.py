@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.kafka_source import PartitionGroupSource
 from operators.parse import Rejected
 from operators.user_state import DecisionOut, OutcomeOut
 from pulse.config import Settings
@@ -65,13 +66,11 @@ def ensure_topics_retrying(settings: Settings, budget_s: float) -> list[str]:
             backoff = min(backoff * 2, 5.0)
 
 
-def event_source(settings: Settings) -> KafkaSource:
-    """KafkaSource over the input topics; errors are emitted as items (routed to dead letters), never raised."""
+def event_source(settings: Settings) -> PartitionGroupSource:
+    """The input topics' source; consumer errors are emitted as items (routed to dead letters), never raised."""
     offset = OFFSET_BEGINNING if settings.starting_offset == "earliest" else OFFSET_END
-    return KafkaSource(
-        [settings.kafka_bootstrap], settings.input_topics, tail=True, starting_offset=offset,
-        batch_size=1000, raise_on_errors=False, add_config={"fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)},
-    )
+    return PartitionGroupSource(settings.kafka_bootstrap, settings.input_topics, offset,
+                                {"fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)})
 
 
 def _log_kafka_error(error: KafkaError) -> None:

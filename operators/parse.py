@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
+from confluent_kafka import Message
 
 from operators.contracts import InvalidEvent, validate_event
 
@@ -68,10 +69,10 @@ class EventParser:
             return reject(str(exc))
         return Accepted(event, int(time.time() * 1000))
 
-    def parse_message(self, message: Any) -> Accepted | Rejected:
-        """Parse a bytewax `KafkaSourceMessage`, or turn a `KafkaError` into a Rejected."""
-        error = getattr(message, "err", None)
+    def parse_message(self, message: Message) -> Accepted | Rejected:
+        """Parse a consumed Kafka message; a consumer error (`message.error()`) becomes a Rejected."""
+        error = message.error()
         if error is not None:
-            msg = message.msg
-            return Rejected(msg.value, msg.key, f"kafka error: {error}", msg.topic, msg.partition, msg.offset)
-        return self.parse(message.value, message.key, message.topic, message.partition, message.offset)
+            return Rejected(message.value(), message.key(), f"kafka error: {error}", message.topic(),
+                            message.partition(), message.offset())
+        return self.parse(message.value(), message.key(), message.topic(), message.partition(), message.offset())
