@@ -1,11 +1,13 @@
 """Scale of state: memory per user and per item, snapshot and restart cost vs number of users.
 
     .venv/bin/python -m bench.state [--users 1000 10000 100000] [--items 100000] [--runs 3] [--json]
-    (add 1000000 to --users for the 1M point: about 4 GB of RAM and a few minutes)
+    (the 1M point needs about 30 GB of RAM: N profiles plus their N snapshots are held at once)
 
 Per-user state is the `UserFeatures` profile kept in Bytewax state plus the user's latent vector and
-bias in the shared MF (River BiasedMF). A realistic profile is built by the real engine from 40 events
-of one simulated user, then cloned for N users (and the user's MF latents copied for each), so the
+bias in the shared MF (River BiasedMF). A realistic profile is built by the real engine: the simulated
+user with the median number of events (about 50) among 50 users over 4,000 events, which holds the
+maximum of 32 decisions awaiting outcomes. It is cloned for N users by unpickling its snapshot (every
+clone owns all its objects, as after a restart) and the user's MF latents are copied for each, so the
 figures do not depend on how long the simulator runs. For each N:
 
 - memory per user: tracemalloc bytes of the N profiles + the MF's per-user entries, / N;
@@ -31,6 +33,7 @@ import pickle
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -39,12 +42,13 @@ from bench.common import fmt, median, print_table, simulated_events, write_json
 
 
 def template():
-    """(engine, profile, user_id): one user's profile after 40 of their events, through the real engine."""
+    """(engine, profile, user_id): the profile of the user with the median number of events, through the real engine."""
     from operators.engine import PersonalizationEngine
 
     engine = PersonalizationEngine()
     events = [orjson.loads(e.value) for e in simulated_events(4000, users=50, items=1000)]
-    user = max({e["user_id"] for e in events}, key=lambda u: sum(e["user_id"] == u for e in events))
+    counts = Counter(e["user_id"] for e in events)
+    user = sorted(counts, key=counts.__getitem__)[len(counts) // 2]
     profiles: dict = {}
     for event in events:
         uid = event["user_id"]
@@ -53,13 +57,16 @@ def template():
 
 
 def clone_users(engine, profile, user: str, n: int) -> dict:
-    """N copies of `profile` (distinct users) with MF latents copied from `user`'s."""
+    """N independent copies of `profile` (distinct users, unpickled from its snapshot) with `user`'s MF latents."""
+    from operators.user_state import profile_snapshot
+
+    snapshot = profile_snapshot(profile)
     mf = engine.recommender._mf
     latent, bias = mf.u_latents[user], mf.u_biases[user]
     profiles = {}
     for i in range(n):
         uid = f"u{i:07d}"
-        p = profile.copy()
+        p = pickle.loads(snapshot)
         p.user_id = uid
         profiles[uid] = p
         mf.u_latents[uid] = latent.copy() if hasattr(latent, "copy") else latent

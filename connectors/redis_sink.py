@@ -19,6 +19,10 @@ from pulse.config import Settings
 log = logging.getLogger("pulse.redis")
 
 MAX_BACKOFF_S = 5.0
+# SET key payload EX ttl, SET explanation-key payload EX ttl, PUBLISH channel payload (see resp_command).
+_DECISION_COMMANDS = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n"
+                      b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n"
+                      b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n")
 
 
 def resp_command(*args: bytes) -> bytes:
@@ -59,16 +63,22 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
         """The batch's commands as one RESP buffer, and how many replies they produce."""
         settings, ttl = self._settings, self._ttl
         commands = []
+        n_replies = 0
         for item in items:
             key = settings.decision_key(item.user_id).encode()
+            channel = settings.decision_channel(item.user_id).encode()
             if item.forget:
                 commands.append(resp_command(b"DEL", key))
-            else:
-                commands.append(resp_command(b"SET", key, item.payload, b"EX", ttl))
-                commands.append(resp_command(b"SET", settings.explanation_key(item.decision_id).encode(), item.payload,
-                                             b"EX", ttl))
-            commands.append(resp_command(b"PUBLISH", settings.decision_channel(item.user_id).encode(), item.payload))
-        return b"".join(commands), len(commands)
+                commands.append(resp_command(b"PUBLISH", channel, item.payload))
+                n_replies += 2
+            else:  # the three commands of a decision in one formatting step (this loop runs for every decision)
+                explanation = settings.explanation_key(item.decision_id).encode()
+                payload = item.payload
+                commands.append(_DECISION_COMMANDS % (len(key), key, len(payload), payload, len(ttl), ttl,
+                                                      len(explanation), explanation, len(payload), payload, len(ttl),
+                                                      ttl, len(channel), channel, len(payload), payload))
+                n_replies += 3
+        return b"".join(commands), n_replies
 
     def _send(self, packed: bytes, n_replies: int) -> None:
         pool = self._client.connection_pool

@@ -76,16 +76,6 @@ class UserFeatures:
         # A plain tuple of the slots: Bytewax pickles every touched user's profile at each epoch.
         return _restore_features, (tuple([getattr(self, name) for name in UserFeatures.__slots__]),)
 
-    def copy(self) -> "UserFeatures":
-        """An independent copy (used as the Bytewax snapshot)."""
-        clone = UserFeatures.__new__(UserFeatures)
-        for name in UserFeatures.__slots__:
-            setattr(clone, name, getattr(self, name))
-        clone.category_affinity = dict(self.category_affinity)
-        clone.history = self.history.copy()
-        clone.pending = self.pending.copy()
-        return clone
-
     def update(self, event: dict[str, Any]) -> None:
         """Fold one behavioural event into the profile."""
         event_type = event["type"]

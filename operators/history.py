@@ -29,14 +29,6 @@ class InteractionHistory:
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms)
 
-    def copy(self) -> "InteractionHistory":
-        """An independent copy."""
-        clone = InteractionHistory()
-        clone.viewed = dict(self.viewed)
-        clone.purchased = dict(self.purchased)
-        clone.last_offer_ms = self.last_offer_ms
-        return clone
-
     def record(self, event: dict[str, Any]) -> None:
         """Remember item views and purchases."""
         item_id = event.get("item_id")

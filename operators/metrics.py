@@ -3,18 +3,21 @@
 The engine's metrics live in the process-wide registry (next to bytewax's own
 `bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; each gateway builds its
 `GatewayMetrics` in a registry of its own. Model quality is computed over rolling windows when scraped,
-so the per-event cost is a few counter increments and deque appends.
+and the per-event counters and latency histograms are plain integers kept per thread and summed when
+scraped (`ThreadCounts`), so the per-event cost is a few dict updates and deque appends.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from operators.contracts import TOPIC_KIND_OF_TYPE
 
@@ -93,21 +96,100 @@ class Rolling:
         return sum(y for _, y in self._pairs) / len(self._pairs) if self._pairs else math.nan
 
 
+class ThreadCounts:
+    """Counts by key, kept in one dict per thread (no lock, no lost update) and summed when read.
+
+    >>> counts = ThreadCounts(); counts.add("a"); counts.add("a", 2.5); counts.totals()
+    {'a': 3.5}
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._per_thread: list[dict[Hashable, float]] = []
+        self._lock = threading.Lock()  # taken once per thread, and by readers
+
+    def mine(self) -> dict[Hashable, float]:
+        """This thread's counts (add to them directly on hot paths)."""
+        try:
+            return self._local.counts
+        except AttributeError:
+            counts = self._local.counts = {}
+            with self._lock:
+                self._per_thread.append(counts)
+            return counts
+
+    def add(self, key: Hashable, amount: float = 1) -> None:
+        """Count `amount` more under `key`."""
+        counts = self.mine()
+        counts[key] = counts.get(key, 0) + amount
+
+    def totals(self) -> dict[Hashable, float]:
+        """The counts of all threads, summed."""
+        totals: dict[Hashable, float] = {}
+        with self._lock:
+            threads = list(self._per_thread)
+        for counts in threads:
+            for key, value in list(counts.items()):
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+
+class _CounterFamily:
+    """A labelled Prometheus counter backed by `ThreadCounts` (exported at scrape time)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry) -> None:
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self.counts = ThreadCounts()
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for labels, value in sorted(self.counts.totals().items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+
+class _StageLatency:
+    """Per-stage latency histograms backed by `ThreadCounts`: an observation is a bisect and two additions."""
+
+    def __init__(self, name: str, documentation: str, stages: tuple[str, ...], buckets: tuple[float, ...],
+                 registry: CollectorRegistry) -> None:
+        self._name, self._documentation, self._stages, self._buckets = name, documentation, stages, buckets
+        self.counts = ThreadCounts()
+        registry.register(self)
+
+    def observe(self, counts: dict[Hashable, float], stage: str, seconds: float) -> None:
+        """Add one observation to `counts` (this thread's, from `self.counts.mine()`)."""
+        key = (stage, bisect.bisect_left(self._buckets, seconds))  # bucket i: seconds <= buckets[i]; last: +Inf
+        counts[key] = counts.get(key, 0) + 1
+        key = (stage, "sum")
+        counts[key] = counts.get(key, 0) + seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        totals = self.counts.totals()
+        family = HistogramMetricFamily(self._name, self._documentation, labels=["stage"])
+        for stage in self._stages:
+            cumulative, buckets = 0, []
+            for index, bound in enumerate((*self._buckets, math.inf)):
+                cumulative += int(totals.get((stage, index), 0))
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([stage], buckets, totals.get((stage, "sum"), 0.0))
+        yield family
+
+
 class EngineMetrics:
     """Counters, latency histograms and rolling model quality of the dataflow process."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.events = Counter("pulse_events", "Events read, by topic kind and event type (invalid: type='invalid').",
-                              ["topic", "type"], registry=registry)
-        self.dead_letters = Counter("pulse_dead_letters", "Records dead-lettered, by reason class.", ["reason"],
-                                    registry=registry)
-        self.decisions = Counter("pulse_decisions", "Decisions made, by chosen action.", ["action"], registry=registry)
-        self.latency = Histogram("pulse_latency_seconds", "Latency per stage: event_to_ingest (producer ts to engine "
-                                 "read), ingest_to_decision, event_to_decision.", ["stage"], buckets=LATENCY_BUCKETS_S,
-                                 registry=registry)
-        self._stage_latency = {stage: self.latency.labels(stage)
-                               for stage in ("event_to_ingest", "ingest_to_decision", "event_to_decision")}
-        self._labelled: dict[tuple, Any] = {}  # label lookups are slow in prometheus_client: cache the children
+        self.events = _CounterFamily("pulse_events", "Events read, by topic kind and event type "
+                                     "(invalid: type='invalid').", ["topic", "type"], registry)
+        self.dead_letters = _CounterFamily("pulse_dead_letters", "Records dead-lettered, by reason class.", ["reason"],
+                                           registry)
+        self.decisions = _CounterFamily("pulse_decisions", "Decisions made, by chosen action.", ["action"], registry)
+        self.latency = _StageLatency("pulse_latency_seconds", "Latency per stage: event_to_ingest (producer ts to "
+                                     "engine read), ingest_to_decision, event_to_decision.",
+                                     ("event_to_ingest", "ingest_to_decision", "event_to_decision"), LATENCY_BUCKETS_S,
+                                     registry)
         self.churn = Rolling()
         self.sentiment = Rolling()
         self.hits = Rolling()
@@ -124,15 +206,8 @@ class EngineMetrics:
             samples.labels(model).set_function(window.__len__)
         self._drifts = Gauge("pulse_model_drifts", "Upward error drifts detected by ADWIN since start, per model "
                              "(churn and sentiment are retrained from recent data at each).", ["model"], registry=registry)
-        self._last_top: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._last_top: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # a user's latest top k
         self._lock = threading.Lock()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._labelled.get(key)
-        if child is None:
-            child = self._labelled[key] = metric.labels(*labels)
-        return child
 
     def watch_drift(self, drift_counts: Callable[[], dict[str, int]]) -> None:
         """Export the engine's drift alarm counts (read at scrape time)."""
@@ -143,10 +218,10 @@ class EngineMetrics:
         """Count one parse result: an `Accepted` event by topic/type, or a `Rejected` record by reason."""
         event = getattr(item, "event", None)
         if event is None:
-            self.events.labels("unknown", "invalid").inc()
-            self.dead_letters.labels(reason_class(item.reason)).inc()
+            self.events.counts.add(("unknown", "invalid"))
+            self.dead_letters.counts.add((reason_class(item.reason),))
         else:
-            self._child(self.events, TOPIC_KIND_OF_TYPE[event["type"]], event["type"]).inc()
+            self.events.counts.add((TOPIC_KIND_OF_TYPE[event["type"]], event["type"]))
 
     def before_event(self, event: dict[str, Any], engine: Any, profile: Any) -> None:
         """Progressive validation, before `engine` learns from `event` of the user with `profile`.
@@ -165,11 +240,11 @@ class EngineMetrics:
 
     def after_decision(self, decision: dict[str, Any]) -> None:
         """Count the decision, its stage latencies, its sentiment correctness and remember its top-k."""
-        self._child(self.decisions, decision["action"]["name"]).inc()
-        latency, stages = decision["latency_ms"], self._stage_latency
-        stages["event_to_ingest"].observe(max(latency["event_to_ingest"], 0) / 1000)
-        stages["ingest_to_decision"].observe(max(latency["ingest_to_decision"], 0) / 1000)
-        stages["event_to_decision"].observe(max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
+        self.decisions.counts.add((decision["action"]["name"],))
+        latency, counts, observe = decision["latency_ms"], self.latency.counts.mine(), self.latency.observe
+        observe(counts, "event_to_ingest", max(latency["event_to_ingest"], 0) / 1000)
+        observe(counts, "ingest_to_decision", max(latency["ingest_to_decision"], 0) / 1000)
+        observe(counts, "event_to_decision", max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
         message = (decision.get("sentiment") or {}).get("message")
         if message and message.get("label") is not None:
             self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))
@@ -178,7 +253,7 @@ class EngineMetrics:
             if decision.get("forgotten"):
                 self._last_top.pop(user, None)
                 return
-            self._last_top[user] = frozenset(rec["item_id"] for rec in decision["recommendations"])
+            self._last_top[user] = tuple([rec["item_id"] for rec in decision["recommendations"]])
             self._last_top.move_to_end(user)
             if len(self._last_top) > HIT_RATE_USERS:
                 self._last_top.popitem(last=False)

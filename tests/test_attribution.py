@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from operators.attribution import MAX_PENDING, PendingDecision, PendingDecisions
 
 WINDOW = 1_000
@@ -36,7 +38,7 @@ def test_best_outcome_wins_and_unjoined_get_default() -> None:
     assert p.join(outcome("click", 3_000), WINDOW) is None, "outside every window"
     assert p.join({"type": "page_view", "event_id": "v", "ts": 30}, WINDOW) is None, "not an outcome"
     [first] = p.settle_expired(2_000, WINDOW, "u")
-    assert first.decision.reward == 1.0 and first.decision.outcomes == ["click-10", "purchase-20"]
+    assert first.decision.reward == 1.0 and first.decision.outcomes == ("click-10", "purchase-20")
     [second] = p.settle_expired(7_000, WINDOW, "u")
     assert second.decision.reward == 0.0 and second.decision.joined_by == "none" and second.reason == "window closed"
 
@@ -52,9 +54,8 @@ def test_deadline_and_eviction_keep_state_bounded() -> None:
     assert len(p.entries) == MAX_PENDING and p.next_deadline(WINDOW) == 3 + WINDOW + 1
 
 
-def test_copy_is_independent() -> None:
-    p = PendingDecisions()
-    p.add(pending("d-1", 0), "u")
-    snapshot = p.copy()
-    p.join(outcome("purchase", 5), WINDOW)
-    assert snapshot.entries[0].reward == 0.0 and snapshot.entries[0].outcomes == []
+def test_context_is_packed_and_its_names_shared() -> None:
+    first, second = pending("d-1", 0), pending("d-2", 1)
+    assert first.context == {"x": 1.0} and first._context_names is second._context_names
+    restored = pickle.loads(pickle.dumps(first))
+    assert restored == first and restored.context == {"x": 1.0} and restored._context_names is first._context_names

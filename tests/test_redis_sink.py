@@ -22,6 +22,18 @@ def test_resp_command_is_the_redis_protocol() -> None:
     assert resp_command(b"SET", b"k", b"v\r\n") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n"
 
 
+def test_a_decision_is_encoded_as_its_three_commands() -> None:
+    settings = settings_for(6379)
+    payload = b'{"bin":"\r\n\x00"}'
+    writer = RedisDecisionWriter(settings)
+    ttl = b"600"
+    assert writer.encode([DecisionOut("ann", "d-1", payload, False)]) == (
+        resp_command(b"SET", settings.decision_key("ann").encode(), payload, b"EX", ttl)
+        + resp_command(b"SET", settings.explanation_key("d-1").encode(), payload, b"EX", ttl)
+        + resp_command(b"PUBLISH", settings.decision_channel("ann").encode(), payload), 3)
+    writer.close()
+
+
 def test_batch_sets_latest_and_explanation_publishes_and_forgets(redis_server: LocalServer) -> None:
     settings = settings_for(redis_server.port)
     client = redis.Redis(port=redis_server.port)

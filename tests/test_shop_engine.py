@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 
 from operators.engine import EngineConfig, PersonalizationEngine
 from operators.features import CHURN_FEATURES, UserFeatures
+from operators.user_state import profile_snapshot
 
 T0 = 1_700_000_000_000
 
@@ -128,6 +130,6 @@ def test_idle_expiry_settles_everything_pending(shop: PersonalizationEngine) -> 
 def test_snapshot_copies_history_and_pending(shop: PersonalizationEngine) -> None:
     user = Shopper(shop)
     user.send("purchase", T0, item_id="shoe-1", category="shoes", price=1.0)
-    snapshot: UserFeatures = user.profile.copy()
+    snapshot: UserFeatures = pickle.loads(profile_snapshot(user.profile))
     user.send("click", T0 + 10, item_id="shoe-2", category="shoes")
     assert "shoe-2" not in snapshot.history.viewed and len(snapshot.pending.entries) == 1
