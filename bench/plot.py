@@ -25,6 +25,7 @@ def load(name: str) -> dict | None:
 def main() -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     throughput, latency, ranking, state = load("throughput"), load("latency"), load("ranking"), load("state")
+    engine_latency = load("engine_latency")
     ax = axes[0][0]
     if throughput:
         labels = {"kafka consume": "Kafka consume", "engine step (parse+decide+encode)": "engine step",
@@ -43,11 +44,16 @@ def main() -> None:
         xs = [str(r["rate"]) if r["rate"] else "max" for r in rows]
         for q in ("p50", "p99"):
             ax.plot(xs, [sorted(x["total"][q] for x in r["runs"])[len(r["runs"]) // 2] for r in rows], marker="o", label=q)
+        if engine_latency:  # the engine alone, on the same x positions (its rates are among the offered ones)
+            alone = {str(r["rate"]): r["total"] for r in engine_latency["results"] if str(r["rate"]) in xs}
+            for q in ("p50", "p99"):
+                ax.plot(list(alone), [t[q] for t in alone.values()], marker="s", linestyle=":",
+                        label=f"{q}, engine alone (to Redis)")
         ax.axhline(20, color="grey", linestyle="--", label="target p99 at 5k/s")
         ax.set_yscale("log")
         ax.set_xlabel("offered events/s")
         ax.set_ylabel("ms")
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.set_title("Latency: event -> WebSocket client")
     ax = axes[1][0]
     if ranking:
