@@ -48,6 +48,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
     """One rate: fresh topics and engine; the stage percentiles of every decision of the paced load."""
     from connectors.kafka_io import ensure_topics
     from pulse.config import Settings
+    from pulse.localservers import stop_processes
 
     env = run_env(bootstrap, redis_url, workdir, PULSE_STARTING_OFFSET="earliest")
     ensure_topics(Settings.from_env(env))
@@ -69,12 +70,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
         sent = simulate(env, rate, duration, users, items, 2)
         time.sleep(5.0)  # let the queue drain
     finally:
-        for process in (listener, engine):
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(listener, engine)
         log.close()
     rows = []
     for line in samples.read_bytes().splitlines():

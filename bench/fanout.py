@@ -39,7 +39,7 @@ def measure(subscribers: int, rate: int, duration: float, redis_url: str, workdi
     import websockets
 
     from connectors.auth import mint_token
-    from pulse.localservers import free_port, wait_for_port
+    from pulse.localservers import free_port, stop_processes, wait_for_port
 
     port = free_port()
     env = run_env("127.0.0.1:1", redis_url, workdir, PULSE_GATEWAY_SECRET=SECRET, PULSE_GATEWAY_PORT=str(port),
@@ -136,11 +136,7 @@ def measure(subscribers: int, rate: int, duration: float, redis_url: str, workdi
 
         sent, elapsed, connected = asyncio.run(session())
     finally:
-        gateway.terminate()
-        try:
-            gateway.wait(15)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        stop_processes(gateway)
         log.close()
     return {"subscribers": subscribers, "connected": connected, "offered_per_s": rate, "published": sent,
             "delivered": len(ws_latency), "delivered_per_s": len(ws_latency) / elapsed,

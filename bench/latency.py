@@ -93,7 +93,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
     """One rate: fresh topics, engine, gateway and clients; returns the latency samples' summary."""
     from connectors.kafka_io import ensure_topics
     from pulse.config import Settings
-    from pulse.localservers import free_port, wait_for_port
+    from pulse.localservers import free_port, stop_processes, wait_for_port
 
     gateway_port = free_port()
     env = run_env(bootstrap, redis_url, workdir, PULSE_GATEWAY_SECRET=SECRET, PULSE_GATEWAY_PORT=str(gateway_port),
@@ -139,13 +139,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
         outcome = asyncio.run(session())
     finally:
         clock.running = False
-        for p in (engine, gateway):
-            p.terminate()
-        for p in (engine, gateway):
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(engine, gateway)
         log.close()
     total, kafka, dataflow, redis_stage, gateway_stage = [], [], [], [], []
     first = min((t for t, _ in received), default=0.0)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_io import ensure_topics  # noqa: E402
 from pulse.config import Settings  # noqa: E402
-from pulse.localservers import LocalServer, free_port, start_tansu, wait_for_port  # noqa: E402
+from pulse.localservers import LocalServer, free_port, start_tansu, stop_processes, wait_for_port  # noqa: E402
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World  # noqa: E402
 
 
@@ -113,13 +113,8 @@ class Engine:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_processes(self.process)
 
 
 def send(events: list[SimEvent], sink: KafkaEventSink, rate: float, stop: threading.Event, sent: list[SimEvent]) -> None:

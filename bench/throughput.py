@@ -114,6 +114,8 @@ def redis_decisions(redis_url: str, prefix: str) -> int:
 def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expected: int,
                  timeout_s: float, workdir: Path) -> dict:
     """Start the pipeline's processes, wait for `expected` decisions in the log, stop them, measure."""
+    from pulse.localservers import stop_processes
+
     topic = env["PULSE_TOPIC_DECISIONS"]
     reader = OutputReader(env["KAFKA_BOOTSTRAP"], topic)
     logs = [open(workdir / f"{name}-{i}.log", "wb") for i in range(len(commands))]
@@ -131,15 +133,7 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
         wall_s = time.monotonic() - started
     finally:
         reader.close()
-        for p in processes:
-            if p.poll() is None:
-                p.terminate()
-        for p in processes:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_processes(*processes)
         for log in logs:
             log.close()
     stamps = sorted(reader.stamps)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -48,19 +49,21 @@ class PartitionGroupSource(FixedPartitionedSource[Message, Offsets]):
 
     def list_parts(self) -> list[str]:
         """One partition per partition index found in any of the topics."""
-        return [f"{PART_PREFIX}{index}" for index in sorted({p for _topic, p in self._topic_partitions()})]
+        return [f"{PART_PREFIX}{index}" for index in sorted({p for _topic, p in self._topic_partitions})]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> "_PartitionGroup":
         """A consumer assigned to partition i of every topic, at its resume offsets."""
         index = int(for_part.removeprefix(PART_PREFIX))
         resume = resume_state or {}
         offsets = {(topic, p): resume.get((topic, p), self._starting_offset)
-                   for topic, p in self._topic_partitions() if p == index}
+                   for topic, p in self._topic_partitions if p == index}
         config = {"bootstrap.servers": self._bootstrap, "group.id": "pulse-unused",  # offsets live in recovery state
                   "enable.auto.commit": "false", "enable.auto.offset.store": "false", **self._config}
         return _PartitionGroup(Consumer(config), offsets, self._batch_size, step_id)
 
+    @cached_property
     def _topic_partitions(self) -> list[tuple[str, int]]:
+        """(topic, partition) of every input topic partition, asked of the broker once per process (at start)."""
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
         found = []
         for topic in self._topics:  # one by one: a broker that auto-creates topics creates them here

@@ -108,8 +108,7 @@ class ThreadCounts:
         self._per_thread: list[dict[Hashable, float]] = []
         self._lock = threading.Lock()  # taken once per thread, and by readers
 
-    def mine(self) -> dict[Hashable, float]:
-        """This thread's counts (add to them directly on hot paths)."""
+    def _mine(self) -> dict[Hashable, float]:
         try:
             return self._local.counts
         except AttributeError:
@@ -120,7 +119,7 @@ class ThreadCounts:
 
     def add(self, key: Hashable, amount: float = 1) -> None:
         """Count `amount` more under `key`."""
-        counts = self.mine()
+        counts = self._mine()
         counts[key] = counts.get(key, 0) + amount
 
     def totals(self) -> dict[Hashable, float]:
@@ -158,12 +157,10 @@ class _StageLatency:
         self.counts = ThreadCounts()
         registry.register(self)
 
-    def observe(self, counts: dict[Hashable, float], stage: str, seconds: float) -> None:
-        """Add one observation to `counts` (this thread's, from `self.counts.mine()`)."""
-        key = (stage, bisect.bisect_left(self._buckets, seconds))  # bucket i: seconds <= buckets[i]; last: +Inf
-        counts[key] = counts.get(key, 0) + 1
-        key = (stage, "sum")
-        counts[key] = counts.get(key, 0) + seconds
+    def observe(self, stage: str, seconds: float) -> None:
+        """Add one observation of `stage`."""
+        self.counts.add((stage, bisect.bisect_left(self._buckets, seconds)))  # bucket i: <= buckets[i]; last: +Inf
+        self.counts.add((stage, "sum"), seconds)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         totals = self.counts.totals()
@@ -241,10 +238,10 @@ class EngineMetrics:
     def after_decision(self, decision: dict[str, Any]) -> None:
         """Count the decision, its stage latencies, its sentiment correctness and remember its top-k."""
         self.decisions.counts.add((decision["action"]["name"],))
-        latency, counts, observe = decision["latency_ms"], self.latency.counts.mine(), self.latency.observe
-        observe(counts, "event_to_ingest", max(latency["event_to_ingest"], 0) / 1000)
-        observe(counts, "ingest_to_decision", max(latency["ingest_to_decision"], 0) / 1000)
-        observe(counts, "event_to_decision", max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
+        latency, observe = decision["latency_ms"], self.latency.observe
+        observe("event_to_ingest", max(latency["event_to_ingest"], 0) / 1000)
+        observe("ingest_to_decision", max(latency["ingest_to_decision"], 0) / 1000)
+        observe("event_to_decision", max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
         message = (decision.get("sentiment") or {}).get("message")
         if message and message.get("label") is not None:
             self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))

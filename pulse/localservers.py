@@ -61,6 +61,19 @@ def tansu_binary() -> str:
     return str(binary)
 
 
+def stop_processes(*processes: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Terminate the processes still running, then wait for each; one that does not exit in time is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+
+
 @dataclass
 class LocalServer:
     """A child server process bound to a loopback port."""
@@ -73,13 +86,7 @@ class LocalServer:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Terminate the server (kill it if it does not exit) and remove its scratch directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout_s)
+        stop_processes(self.process, timeout_s=timeout_s)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
