@@ -130,3 +130,48 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     a = np.asarray(samples_ms, dtype=float)
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
+
+
+class CpuMeter:
+    """CPU time used by some processes, and the whole machine's busy time, sampled against wall-clock ms (Linux /proc).
+
+    `between(start_ms, end_ms)` interpolates the samples: how many cores the processes kept busy on
+    average, and which share of all cores was busy, e.g. over a pipeline's steady window.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = list(pids)
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float, float, float]] = []  # (wall ms, processes' CPU s, busy s, all s)
+
+    def sample(self) -> None:
+        """Record the counters now."""
+        self.samples.append((time.time() * 1000.0, self._process_seconds(), *self._machine_seconds()))
+
+    def between(self, start_ms: float, end_ms: float) -> dict[str, float]:
+        """{"process_cores": mean cores used by the processes, "machine_busy": busy share of all cores}."""
+        import numpy as np
+
+        if len(self.samples) < 2 or end_ms <= start_ms:
+            return {"process_cores": float("nan"), "machine_busy": float("nan")}
+        columns = np.array(self.samples).T
+        (process0, busy0, all0), (process1, busy1, all1) = (
+            [float(np.interp(t, columns[0], column)) for column in columns[1:]] for t in (start_ms, end_ms))
+        return {"process_cores": (process1 - process0) / ((end_ms - start_ms) / 1000.0),
+                "machine_busy": (busy1 - busy0) / (all1 - all0) if all1 > all0 else float("nan")}
+
+    def _process_seconds(self) -> float:
+        ticks = 0
+        for pid in self._pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of proc(5) stat)
+        return ticks * self._tick_s
+
+    def _machine_seconds(self) -> tuple[float, float]:
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+        everything = user + nice + system + idle + iowait + irq + softirq + steal
+        return (everything - idle - iowait) * self._tick_s, everything * self._tick_s

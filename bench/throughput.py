@@ -7,7 +7,10 @@ Each run preloads the same simulated events (valid clickstream/chat/control even
 decision to a local redis-server (SET latest + SET explanation + PUBLISH, pipelined per batch) and to
 the decisions topic. The rate is measured on the output: the times the decisions-topic records are
 received by this process (polled every 0.1 s), from the decision after the first 5% (start-up and group joins excluded) to the last one; Redis is checked to
-hold every decision. Pipelines, all in the same run on the same servers:
+hold every decision. Over the same window the CPU time of the pipeline's processes is read from /proc: the cores
+they kept busy and the events per CPU-second (how efficiently each process works, apart from how many cores
+the machine has left for it), and the busy share of the whole machine (broker, Redis and this reader included).
+Pipelines, all in the same run on the same servers:
 
 - engine, 1 process: `pulse run` (Bytewax, recovery on, as deployed);
 - engine, 2 processes: a Bytewax cluster `pulse run -i 0|1 -a "127.0.0.1:P1;127.0.0.1:P2"` (one partition each);
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events, write_json
+from bench.common import ROOT, CpuMeter, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events, write_json
 
 WARMUP_SHARE = 0.05
 
@@ -121,9 +124,11 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
     logs = [open(workdir / f"{name}-{i}.log", "wb") for i in range(len(commands))]
     processes = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
                  for cmd, log in zip(commands, logs)]
+    meter = CpuMeter([p.pid for p in processes])
     started = time.monotonic()
     try:
-        while reader.poll(0.25) < expected:
+        while reader.poll(0.1) < expected:
+            meter.sample()
             if time.monotonic() - started > timeout_s:
                 raise TimeoutError(f"{name}: only {len(reader.stamps)} of {expected} decisions "
                                    f"after {timeout_s:.0f}s (logs in {workdir})")
@@ -131,6 +136,7 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
                 raise RuntimeError(f"{name} exited with {[p.poll() for p in processes]}: "
                                    + "\n".join(log.read_text(errors="replace")[-3000:] for log in sorted(workdir.glob(f"{name}-*.log"))))
         wall_s = time.monotonic() - started
+        meter.sample()
     finally:
         reader.close()
         stop_processes(*processes)
@@ -138,8 +144,10 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
             log.close()
     stamps = sorted(reader.stamps)
     in_redis = redis_decisions(env["REDIS_URL"], env["PULSE_REDIS_PREFIX"])
-    return {"rate": steady_rate(stamps), "decisions": len(stamps), "redis_decisions": in_redis,
-            "wall_s": wall_s}
+    rate = steady_rate(stamps)
+    cpu = meter.between(stamps[int(len(stamps) * WARMUP_SHARE)], stamps[-1])
+    return {"rate": rate, "decisions": len(stamps), "redis_decisions": in_redis, "wall_s": wall_s, **cpu,
+            "events_per_cpu_s": rate / cpu["process_cores"] if cpu["process_cores"] > 0 else float("nan")}
 
 
 # ---------------------------------------------------------------- the raw parts, in this process
@@ -295,7 +303,9 @@ def main(argv: list[str] | None = None) -> dict:
                     extra.setdefault(pipeline, []).append(result)
                     print(f"run {run + 1}: {pipeline}: {result['rate']:,.0f} events/s "
                           f"({result['decisions']} decisions in the log, {result['redis_decisions']} in Redis, "
-                          f"{result['wall_s']:.1f}s wall)", flush=True)
+                          f"{result['wall_s']:.1f}s wall; {result['process_cores']:.2f} cores, "
+                          f"{result['events_per_cpu_s']:,.0f} events per CPU-s, machine {result['machine_busy']:.0%} busy)",
+                          flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -304,13 +314,20 @@ def main(argv: list[str] | None = None) -> dict:
               "engine2": "engine: pulse run, 2 processes (cluster)", "quix": "Quix Streams app (1 process)"}
     plain = med.get("plain")
     parts_sum = med.get("sum of parts (1 core)")
+    cpu = {name: {measure: median(run[measure] for run in runs)
+                  for measure in ("process_cores", "events_per_cpu_s", "machine_busy")} for name, runs in extra.items()}
     rows = []
     for key, value in med.items():
+        used = cpu.get(key)
         rows.append([labels.get(key, "part: " + key if key != "sum of parts (1 core)" else key), fmt(value),
                      len(rates[key]),
-                     f"{value / plain:.2f}" if plain else "-", f"{value / parts_sum:.2f}" if parts_sum else "-"])
-    print_table(f"Throughput: {expected:,} events per run, median events/s",
-                ["pipeline", "events/s", "runs", "vs plain loop", "vs sum of parts"], rows)
+                     f"{value / plain:.2f}" if plain else "-", f"{value / parts_sum:.2f}" if parts_sum else "-",
+                     f"{used['process_cores']:.2f}" if used else "-", fmt(used["events_per_cpu_s"]) if used else "-",
+                     f"{used['machine_busy']:.0%}" if used else "-"])
+    print_table(f"Throughput: {expected:,} events per run, median events/s; CPU of the pipeline's processes and "
+                "busy share of the whole machine over the same steady window",
+                ["pipeline", "events/s", "runs", "vs plain loop", "vs sum of parts", "cores used", "events per CPU-s",
+                 "machine busy"], rows)
     targets = {}
     if "engine1" in med:
         targets["engine_1proc_ge_30k"] = med["engine1"] >= 30_000
@@ -321,11 +338,13 @@ def main(argv: list[str] | None = None) -> dict:
         if "engine2" in med:
             scale = med["engine2"] / med["engine1"]
             targets["two_processes_ge_1_7x"] = scale >= 1.7
-            print(f"2-process scaling: {scale:.2f}x")
+            efficiency = cpu["engine2"]["events_per_cpu_s"] / cpu["engine1"]["events_per_cpu_s"]
+            print(f"2-process scaling: {scale:.2f}x; events per CPU-second, 2 processes vs 1: {efficiency:.2f}x "
+                  f"(machine {cpu['engine2']['machine_busy']:.0%} busy with 2 processes)")
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
     data = {"events": expected, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,
-            "details": extra, "targets": targets, "cpus": os.cpu_count()}
+            "median_cpu": cpu, "details": extra, "targets": targets, "cpus": os.cpu_count()}
     if args.json is not None:
         write_json("throughput", data, args.json or None)
     return data

@@ -1,4 +1,4 @@
-"""Hybrid recommender: collaborative (BiasedMF on implicit feedback) + content (category affinity) + popularity.
+"""Hybrid recommender: collaborative (River BiasedMF on implicit feedback) + content (category affinity) + popularity.
 
 Components, each scaled to roughly [0, 1] before weighting:
 
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from river import optim, reco
+
+from online_models.biased_mf import InPlaceBiasedMF
 
 __all__ = ["CategoryFilter", "HybridRecommender", "RankedItems", "Recommendation"]
 
@@ -56,29 +57,40 @@ class Recommendation(NamedTuple):
 
 
 class RankedItems(Sequence[Recommendation]):
-    """Ranked items, best first; each `Recommendation` is built when it is first read.
+    """Ranked items, best first; each `Recommendation` (or its JSON record) is built when it is first read.
 
     Business rules (exclusions, diversity caps, pins) need spare candidates but keep only k of them:
     item ids and categories are at hand for choosing, and the rest is built only for the kept items.
+    Components are held as columns: collaborative, content, popularity and, with category boosts, boost.
     """
 
-    __slots__ = ("item_ids", "categories", "_scores", "_names", "_components")
+    __slots__ = ("item_ids", "categories", "_scores", "_collaborative", "_content", "_popularity", "_boost")
 
-    def __init__(self, item_ids: list[str], categories: list[str], scores: list[float],
-                 components: dict[str, list[float]]) -> None:
+    def __init__(self, item_ids: list[str], categories: list[str], scores: list[float], collaborative: list[float],
+                 content: list[float], popularity: list[float], boost: list[float] | None = None) -> None:
         self.item_ids = item_ids
         self.categories = categories
         self._scores = scores
-        self._names = tuple(components)
-        self._components = tuple(components.values())
+        self._collaborative = collaborative
+        self._content = content
+        self._popularity = popularity
+        self._boost = boost
 
     @classmethod
     def of(cls, recommendations: Sequence[Recommendation]) -> "RankedItems":
-        """The given recommendations, in order (they must share the same component names)."""
-        names = tuple(recommendations[0].components) if recommendations else ()
+        """The given recommendations, in order (all with a boost component or all without)."""
+        def column(name: str) -> list[float]:
+            return [r.components[name] for r in recommendations]
+
+        boosted = bool(recommendations) and "boost" in recommendations[0].components
         return cls([r.item_id for r in recommendations], [r.category for r in recommendations],
-                   [r.score for r in recommendations],
-                   {name: [r.components[name] for r in recommendations] for name in names})
+                   [r.score for r in recommendations], column("collaborative"), column("content"),
+                   column("popularity"), column("boost") if boosted else None)
+
+    @classmethod
+    def empty(cls) -> "RankedItems":
+        """No items."""
+        return cls([], [], [], [], [], [])
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -89,7 +101,20 @@ class RankedItems(Sequence[Recommendation]):
 
     def __getitem__(self, position: int) -> Recommendation:  # type: ignore[override]  # no slices: never needed
         return Recommendation(self.item_ids[position], self.categories[position], self._scores[position],
-                              {name: values[position] for name, values in zip(self._names, self._components)})
+                              self._components(position))
+
+    def records(self, positions: Iterable[int]) -> list[dict]:
+        """The JSON-able form (`Recommendation.to_dict`) of the items at `positions`, built straight from the columns."""
+        item_ids, categories, scores = self.item_ids, self.categories, self._scores
+        return [{"item_id": item_ids[p], "category": categories[p], "score": scores[p],
+                 "components": self._components(p)} for p in positions]
+
+    def _components(self, position: int) -> dict[str, float]:
+        components = {"collaborative": self._collaborative[position], "content": self._content[position],
+                      "popularity": self._popularity[position]}
+        if self._boost is not None:
+            components["boost"] = self._boost[position]
+        return components
 
 
 class HybridRecommender:
@@ -136,12 +161,7 @@ class HybridRecommender:
         self.popularity_weight = popularity_weight
         self.negative_samples = negative_samples
         self._half_life_ms = popularity_half_life_s * 1000.0
-        self._mf = reco.BiasedMF(
-            n_factors=n_factors,
-            bias_optimizer=optim.SGD(learning_rate),
-            latent_optimizer=optim.SGD(learning_rate),
-            seed=seed,
-        )
+        self._mf = InPlaceBiasedMF(n_factors=n_factors, learning_rate=learning_rate, seed=seed)
         self._rng = random.Random(seed)
         self._n_learned = 0
         self._max_strength = 0.0
@@ -158,7 +178,14 @@ class HybridRecommender:
         self._available_until = np.full(_INITIAL_CAPACITY, np.inf)
         self._reference_ms = 0.0
         self._changed_users: set[str] = set()  # users whose MF factors changed since take_changed_users()
-        self._eligible_cache: tuple[np.ndarray, float, float] | None = None  # see _eligible()
+        self._eligible_cache: tuple[np.ndarray, np.ndarray, float, float] | None = None  # see _eligibility()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_eligible_cache": None}  # derived: rebuilt on first use
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._eligible_cache = None  # (snapshots of older versions hold a cache of another layout)
 
     @property
     def n_items(self) -> int:
@@ -207,7 +234,7 @@ class HybridRecommender:
     def is_rankable(self, item_id: str, now_ms: int) -> bool:
         """Whether the item may be recommended at `now_ms` (in the catalog, listed, within its window)."""
         index = self._item_index.get(item_id)
-        return index is not None and bool(self._eligible(now_ms)[index])
+        return index is not None and bool(self._eligibility(now_ms)[0][index])
 
     def learn_one(self, user_id: str, item_id: str, category: str, strength: float, ts_ms: int) -> None:
         """Learn that `user_id` interacted with `item_id` at `ts_ms` with a positive `strength`.
@@ -303,8 +330,7 @@ class HybridRecommender:
         category_filter: "CategoryFilter | None" = None,
     ) -> RankedItems:
         """Like `rank`, as a `RankedItems` sequence that builds each Recommendation only when read."""
-        collaborative, content, popularity = self._components(user_id, category_affinity, now_ms)
-        return self._top_k(k, now_ms, collaborative, content, popularity, exclude, category_filter)
+        return self._top_k(k, self._scoring(user_id, category_affinity, now_ms, category_filter), exclude)
 
     def score_items(
         self,
@@ -315,48 +341,81 @@ class HybridRecommender:
         category_filter: "CategoryFilter | None" = None,
     ) -> list[Recommendation]:
         """The given items, in the given order, scored like `rank` does (unrankable items are left out)."""
-        collaborative, content, popularity = self._components(user_id, category_affinity, now_ms)
-        scores, boost, eligible = self._scores(now_ms, collaborative, content, popularity, category_filter)
+        scoring = self._scoring(user_id, category_affinity, now_ms, category_filter)
         indices = [self._item_index[item] for item in item_ids if item in self._item_index]
-        return [self._recommendation(i, scores, collaborative, content, popularity, boost)
-                for i in indices if eligible[i]]
-
-    def _components(
-        self, user_id: str, category_affinity: Mapping[str, float], now_ms: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        collaborative = self.cf_weight * self._collaborative(user_id)
-        content = self.content_weight * self._per_category(category_affinity, 0.0)
-        popularity = self.popularity_weight * self._popularity_component(now_ms)
-        return collaborative, content, popularity
+        return list(self._recommendations([i for i in indices if scoring.scores[i] > -np.inf], scoring))
 
     def rank_popular(
         self, k: int, now_ms: int, exclude: Collection[str] = (), category_filter: "CategoryFilter | None" = None
     ) -> list[Recommendation]:
         """Non-personalized top-k: the unweighted popularity component only (the others are 0)."""
-        zeros = np.zeros(self.n_items)
-        return list(self._top_k(k, now_ms, zeros, zeros, self._popularity_component(now_ms), exclude, category_filter))
+        return list(self._top_k(k, self._scoring(None, {}, now_ms, category_filter, popularity_weight=1.0), exclude))
 
-    def _per_category(self, values: Mapping[str, float], default: float) -> np.ndarray:
-        """Spread a category -> value mapping over the catalog's items."""
-        by_category = np.array([values.get(c, default) for c in self._categories], dtype=float)
-        return by_category[self._item_category[: self.n_items]]
+    def _scoring(
+        self,
+        user_id: str | None,
+        category_affinity: Mapping[str, float],
+        now_ms: int,
+        category_filter: "CategoryFilter | None",
+        popularity_weight: float | None = None,
+    ) -> "_Scoring":
+        """Every item's score in a few whole-catalog vector operations (unrankable items score -inf).
 
-    def _eligible(self, now_ms: int) -> np.ndarray:
-        """A fresh mask of the items rankable at `now_ms` (listed and within their availability window).
+        Content (and boost) values are per category and spread over the items in one gather; denied
+        categories carry -inf into it. The collaborative term shared by every item (global mean plus
+        user bias) is left out of the per-item scores: it does not change the order and is added back
+        to the chosen items only.
+        """
+        n = self.n_items
+        categories = self._categories
+        content = np.array([category_affinity.get(c, 0.0) for c in categories], dtype=float) * self.content_weight
+        per_category = content
+        boost = None
+        if category_filter is not None:
+            if category_filter.boosts:
+                boost = np.array([category_filter.boosts.get(c, 0.0) for c in categories], dtype=float)
+                per_category = content + boost
+            denied = [i for i, c in enumerate(categories)
+                      if category_filter.allowed.get(c, category_filter.default_allowed) <= 0]
+            if denied:
+                per_category = per_category.copy() if per_category is content else per_category
+                per_category[denied] = -np.inf
+        scores = per_category[self._item_category[:n]]
+        weight = self.popularity_weight if popularity_weight is None else popularity_weight
+        popularity = self._popularity_component(now_ms, weight)
+        scores += popularity
+        user_latent = None if user_id is None or self.cf_weight == 0.0 else self._mf.u_latents.get(user_id)
+        collaborative, cf_offset = None, 0.0
+        if user_latent is not None:
+            cf_scale = self.cf_weight / self._max_strength
+            collaborative = self._latents[:n] @ user_latent
+            collaborative += self._biases[:n]
+            collaborative *= cf_scale
+            scores += collaborative
+            cf_offset = cf_scale * (self._mf.global_mean.get() + self._mf.u_biases.get(user_id, 0.0))
+        unrankable = self._eligibility(now_ms)[1]
+        if len(unrankable):
+            scores[unrankable] = -np.inf
+        return _Scoring(scores, collaborative, cf_offset, content, boost, popularity)
 
-        The mask is cached with the span of time over which it cannot change (no window opens or
-        closes within it) until the catalog changes: most calls only copy it.
+    def _eligibility(self, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the items rankable at `now_ms`, indices of the others); read only.
+
+        Rankable: listed and within the availability window.
+        Both are cached with the span of time over which they cannot change (no window opens or
+        closes within it) until the catalog changes: most calls only read the cache.
         """
         cached = self._eligible_cache
-        if cached is None or not cached[1] <= now_ms < cached[2]:
+        if cached is None or not cached[2] <= now_ms < cached[3]:
             n = self.n_items
             starts, ends = self._available_from[:n], self._available_until[:n]
             opened, not_closed = starts <= now_ms, now_ms <= ends
             # The mask holds from the latest start or end already passed to the next one to come.
             since = max(starts[opened].max(initial=-np.inf), (ends[~not_closed] + 1).max(initial=-np.inf))
             until = min(starts[~opened].min(initial=np.inf), (ends[not_closed] + 1).min(initial=np.inf))
-            cached = self._eligible_cache = (self._listed[:n] & opened & not_closed, since, until)
-        return cached[0].copy()
+            mask = self._listed[:n] & opened & not_closed
+            cached = self._eligible_cache = (mask, np.flatnonzero(~mask), since, until)
+        return cached[0], cached[1]
 
     def _ensure_capacity(self, size: int) -> None:
         capacity = len(self._biases)
@@ -390,97 +449,60 @@ class HybridRecommender:
         exponent = -(now_ms - self._reference_ms) / self._half_life_ms
         return 2.0 ** min(exponent, _MAX_UNDECAY_EXPONENT)
 
-    def _popularity_component(self, now_ms: int) -> np.ndarray:
-        decayed = self._scaled_counts[: self.n_items] * self._decay_factor(now_ms)
-        top = decayed.max(initial=0.0)
+    def _popularity_component(self, now_ms: int, weight: float) -> np.ndarray:
+        """`weight * log1p(decayed count) / log1p(max decayed count)` per item (a new array)."""
+        scaled = self._scaled_counts[: self.n_items]
+        factor = self._decay_factor(now_ms)
+        top = scaled.max(initial=0.0) * factor
         if top <= 0.0:
             return np.zeros(self.n_items)
-        return np.log1p(decayed) / math.log1p(top)
+        popularity = np.log1p(scaled * factor)
+        popularity *= weight / math.log1p(top)
+        return popularity
 
-    def _collaborative(self, user_id: str) -> np.ndarray:
-        n = self.n_items
-        user_latent = self._mf.u_latents.get(user_id)
-        if user_latent is None:
-            return np.zeros(n)
-        offset = self._mf.global_mean.get() + self._mf.u_biases.get(user_id, 0.0)
-        predicted = offset + self._biases[:n] + self._latents[:n] @ user_latent
-        return predicted / self._max_strength
-
-    def _top_k(
-        self,
-        k: int,
-        now_ms: int,
-        collaborative: np.ndarray,
-        content: np.ndarray,
-        popularity: np.ndarray,
-        exclude: Collection[str],
-        category_filter: "CategoryFilter | None",
-    ) -> RankedItems:
-        scores, boost, eligible = self._scores(now_ms, collaborative, content, popularity, category_filter)
+    def _top_k(self, k: int, scoring: "_Scoring", exclude: Collection[str]) -> RankedItems:
+        scores = scoring.scores
         excluded = [self._item_index[item] for item in exclude if item in self._item_index]
-        eligible[excluded] = False
-        k = min(k, int(np.count_nonzero(eligible)))
+        if excluded:
+            scores[excluded] = -np.inf
+        k = min(k, len(scores))
         if k <= 0:
-            return RankedItems([], [], [], {})
-        masked = np.where(eligible, scores, -np.inf)
-        candidates = _top_candidates(masked, k) if k < len(masked) else np.flatnonzero(eligible)
-        best = candidates[np.lexsort((candidates, -masked[candidates]))]
-        return self._recommendations(best, scores, collaborative, content, popularity, boost)
+            return RankedItems.empty()
+        candidates = _top_candidates(scores, k) if k < len(scores) else np.arange(len(scores))
+        # Best first, ties by catalog position; -inf marks the unrankable items picked when fewer than k are rankable.
+        ordered = sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
+        return self._recommendations([i for negated, i in ordered if negated != np.inf], scoring)
 
-    def _scores(
-        self,
-        now_ms: int,
-        collaborative: np.ndarray,
-        content: np.ndarray,
-        popularity: np.ndarray,
-        category_filter: "CategoryFilter | None",
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Scores (with boosts), the boost component (None without boosts) and the eligibility mask."""
-        scores = collaborative + content + popularity
-        eligible = self._eligible(now_ms)
-        boost = None
-        if category_filter is not None:
-            eligible &= self._per_category(category_filter.allowed, category_filter.default_allowed) > 0
-            if category_filter.boosts:
-                boost = self._per_category(category_filter.boosts, 0.0)
-                scores = scores + boost
-        return scores, boost, eligible
-
-    def _recommendations(
-        self,
-        best: np.ndarray,
-        scores: np.ndarray,
-        collaborative: np.ndarray,
-        content: np.ndarray,
-        popularity: np.ndarray,
-        boost: np.ndarray | None,
-    ) -> RankedItems:
+    def _recommendations(self, best: list[int], scoring: "_Scoring") -> RankedItems:
         """The items at `best`, gathering each component once for all of them."""
-        components = {"collaborative": collaborative[best].tolist(), "content": content[best].tolist(),
-                      "popularity": popularity[best].tolist()}
-        if boost is not None:
-            components["boost"] = boost[best].tolist()
-        item_ids, categories = self._item_ids, self._categories
-        return RankedItems([item_ids[i] for i in best.tolist()], [categories[c] for c in self._item_category[best].tolist()],
-                           scores[best].tolist(), components)
+        if not best:
+            return RankedItems.empty()
+        at = np.array(best, dtype=np.intp)
+        categories = self._item_category[at].tolist()
+        offset = scoring.cf_offset
+        if scoring.collaborative is None:
+            collaborative = [0.0] * len(best)
+        else:
+            collaborative = [value + offset for value in scoring.collaborative[at].tolist()]
+        content = scoring.content.tolist()
+        boost = None if scoring.boost is None else scoring.boost.tolist()
+        item_ids, names = self._item_ids, self._categories
+        return RankedItems([item_ids[i] for i in best], [names[c] for c in categories],
+                           [score + offset for score in scoring.scores[at].tolist()], collaborative,
+                           [content[c] for c in categories], scoring.popularity[at].tolist(),
+                           None if boost is None else [boost[c] for c in categories])
 
-    def _recommendation(
-        self,
-        i: int,
-        scores: np.ndarray,
-        collaborative: np.ndarray,
-        content: np.ndarray,
-        popularity: np.ndarray,
-        boost: np.ndarray | None,
-    ) -> Recommendation:
-        components = {
-            "collaborative": float(collaborative[i]),
-            "content": float(content[i]),
-            "popularity": float(popularity[i]),
-        }
-        if boost is not None:
-            components["boost"] = float(boost[i])
-        return Recommendation(self._item_ids[i], self._categories[self._item_category[i]], float(scores[i]), components)
+
+class _Scoring(NamedTuple):
+    """One ranking's terms: per-item scores less `cf_offset` (-inf: not rankable), and what the components of
+    the chosen items are gathered from."""
+
+    scores: np.ndarray
+    collaborative: np.ndarray | None  # weighted collaborative term per item less `cf_offset` (None: 0 everywhere)
+    cf_offset: float  # weighted collaborative term shared by every item: global mean + user bias
+    content: np.ndarray  # weighted content value per category
+    boost: np.ndarray | None  # boost per category (None: no boosts)
+    popularity: np.ndarray  # weighted popularity per item
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,7 +527,7 @@ def _top_candidates(masked: np.ndarray, k: int) -> np.ndarray:
     """
     n = len(masked)
     if n < 16 * _BLOCK or k * _BLOCK * 4 > n:
-        return np.argpartition(-masked, k - 1)[:k]
+        return np.argpartition(masked, n - k)[n - k:]
     n_blocks = n // _BLOCK
     maxima = masked[: n_blocks * _BLOCK].reshape(n_blocks, _BLOCK).max(axis=1)
     top_blocks = np.argpartition(maxima, n_blocks - k)[n_blocks - k:]

@@ -229,7 +229,7 @@ class PersonalizationEngine:
         decision = {
             **self._header(event, ingest_ms, decided_ms),
             "personalized": True,
-            "recommendations": [rec.to_dict() for rec in recommendations],
+            "recommendations": recommendations,
             "churn": {"probability": churn_probability, "explanation": churn_explanation.to_dict()},
             "sentiment": {"recent": profile.recent_sentiment, "message": message_sentiment},
             "action": {**action.to_dict(), "observed_reward": self._observed_reward(action.name)},
@@ -249,8 +249,10 @@ class PersonalizationEngine:
             profile.segment = self.segmenter.predict_one(features)
         return profile.segment
 
-    def _recommend(self, profile: UserFeatures, user_id: str, now_ms: int) -> tuple[list, list[dict[str, Any]]]:
-        """Top-k under the business rules; returns the recommendations and the rules that shaped them."""
+    def _recommend(
+        self, profile: UserFeatures, user_id: str, now_ms: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Top-k under the business rules; returns the recommendations (as decision records) and the rules that shaped them."""
         rules = self.rules.current()
         k = self.config.top_k
         affinity = profile.normalized_affinity()

@@ -110,19 +110,20 @@ class RuleSet:
 
     def finalize(
         self, ranked: RankedItems, pinned: list[Recommendation], k: int
-    ) -> tuple[list[Recommendation], list[dict[str, Any]]]:
-        """Pins first, then ranked items under the diversity cap; returns the top k and the rules applied.
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pins first, then ranked items under the diversity cap; returns the top k (as decision records,
+        `Recommendation.to_dict`) and the rules applied.
 
-        Chooses on the candidates' ids and categories; only the chosen ones become Recommendations.
+        Chooses on the candidates' ids and categories; only the chosen ones become records.
         """
         applied: list[dict[str, Any]] = []
-        chosen: list[Recommendation] = list(pinned[:k])
+        chosen = [rec.to_dict() for rec in pinned[:k]]
         if chosen:
-            applied.append({"rule": "pin", "effect": "pinned first", "items": [r.item_id for r in chosen]})
-        taken = {r.item_id for r in chosen}
+            applied.append({"rule": "pin", "effect": "pinned first", "items": [r["item_id"] for r in chosen]})
+        taken = {r["item_id"] for r in chosen}
         per_category: dict[str, int] = {}
         for rec in chosen:
-            per_category[rec.category] = per_category.get(rec.category, 0) + 1
+            per_category[rec["category"]] = per_category.get(rec["category"], 0) + 1
         cap = self.max_per_category
         picked: list[int] = []
         capped: list[str] = []
@@ -141,7 +142,7 @@ class RuleSet:
         if capped:
             applied.append({"rule": "diversity", "effect": f"skipped: more than {cap} from one category",
                             "items": capped})
-        return chosen + [ranked[position] for position in picked], applied
+        return chosen + ranked.records(picked), applied
 
     def offer_allowed(self, history: InteractionHistory, now_ms: int) -> tuple[bool, str]:
         """Whether a retention offer may be made now, and why not if it may not."""

@@ -64,13 +64,13 @@ def test_exclusions_name_their_reason() -> None:
 def test_pins_first_then_diversity_cap() -> None:
     ranked = RankedItems.of([rec("a1", "a", 9), rec("a2", "a", 8), rec("a3", "a", 7), rec("b1", "b", 6), rec("p", "c", 5)])
     chosen, applied = RuleSet(max_per_category=2).finalize(ranked, pinned=[rec("p", "c", 5)], k=4)
-    assert [r.item_id for r in chosen] == ["p", "a1", "a2", "b1"]
+    assert [r["item_id"] for r in chosen] == ["p", "a1", "a2", "b1"]
     assert applied == [
         {"rule": "pin", "effect": "pinned first", "items": ["p"]},
         {"rule": "diversity", "effect": "skipped: more than 2 from one category", "items": ["a3"]},
     ]
     chosen, applied = RuleSet().finalize(ranked, pinned=[], k=2)
-    assert [r.item_id for r in chosen] == ["a1", "a2"] and applied == []
+    assert [r["item_id"] for r in chosen] == ["a1", "a2"] and applied == []
 
 
 def test_offer_cooldown() -> None:
@@ -110,5 +110,5 @@ def test_missing_rules_file_is_an_error_at_start(tmp_path: Path) -> None:
 def test_finalize_builds_recommendations_only_for_the_chosen_items() -> None:
     ranked = RankedItems.of([rec(f"a{i}", "a", 50 - i) for i in range(40)] + [rec("b1", "b", 1)])
     chosen, applied = RuleSet(max_per_category=2).finalize(ranked, pinned=[], k=3)
-    assert chosen == [ranked[0], ranked[1], ranked[40]]
+    assert chosen == [ranked[0].to_dict(), ranked[1].to_dict(), ranked[40].to_dict()]
     assert applied[0]["items"] == [f"a{i}" for i in range(2, 40)]
