@@ -175,3 +175,45 @@ class CpuMeter:
             int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
         everything = user + nice + system + idle + iowait + irq + softirq + steal
         return (everything - idle - iowait) * self._tick_s, everything * self._tick_s
+
+
+_LISTENER = """
+import sys, time, redis
+pubsub = redis.Redis.from_url(sys.argv[1]).pubsub(ignore_subscribe_messages=True)
+pubsub.psubscribe(sys.argv[2] + ":decisions:*")
+end = time.time() + float(sys.argv[4])
+with open(sys.argv[3], "wb", buffering=0) as out:
+    while time.time() < end:
+        message = pubsub.get_message(timeout=0.2)
+        if message is not None:
+            out.write(b"%.3f " % (time.time() * 1000.0) + message["data"] + b"\\n")
+"""
+
+
+class PubSubListener:
+    """Receive time (wall-clock ms) of every decision published on Redis pub/sub, taken in a process of its own
+    (so its clock is not delayed by the benchmark's other work) and written to `path`."""
+
+    def __init__(self, redis_url: str, prefix: str, path: Path, seconds: float) -> None:
+        import subprocess
+
+        self._path = path
+        self._process = subprocess.Popen([sys.executable, "-c", _LISTENER, redis_url, prefix, str(path), str(seconds)])
+
+    def heard_any(self) -> bool:
+        """Whether a decision was received yet."""
+        return self._path.exists() and self._path.stat().st_size > 0
+
+    def stop(self) -> None:
+        """Stop listening."""
+        from pulse.localservers import stop_processes
+
+        stop_processes(self._process)
+
+    def decisions(self) -> Iterator[tuple[float, dict[str, Any]]]:
+        """(receive ms, decision) of every decision received, in order (after `stop`)."""
+        import orjson
+
+        for line in self._path.read_bytes().splitlines():
+            received, payload = line.split(b" ", 1)
+            yield float(received), orjson.loads(payload)

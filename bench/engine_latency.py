@@ -26,23 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from bench.common import ROOT, fmt, percentiles, print_table, run_env, servers, write_json
+from bench.common import ROOT, PubSubListener, fmt, percentiles, print_table, run_env, servers, write_json
 from bench.latency import simulate
-
-LISTENER = """
-import sys, time, redis
-pubsub = redis.Redis.from_url(sys.argv[1]).pubsub(ignore_subscribe_messages=True)
-pubsub.psubscribe(sys.argv[2] + ":decisions:*")
-end = time.time() + float(sys.argv[4])
-with open(sys.argv[3], "wb") as out:
-    while time.time() < end:
-        message = pubsub.get_message(timeout=0.2)
-        if message is not None:
-            out.write(b"%.3f " % (time.time() * 1000.0) + message["data"] + b"\\n")
-"""
-
 
 def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, redis_url: str, workdir: Path) -> dict:
     """One rate: fresh topics and engine; the stage percentiles of every decision of the paced load."""
@@ -53,14 +39,12 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
     env = run_env(bootstrap, redis_url, workdir, PULSE_STARTING_OFFSET="earliest")
     ensure_topics(Settings.from_env(env))
     log = open(workdir / f"engine-{rate}.log", "wb")
-    samples = workdir / f"pubsub-{rate}.txt"
     engine = subprocess.Popen([sys.executable, "-m", "pulse.cli", "run", "-w", "1"], env=env, cwd=ROOT,
                               stdout=log, stderr=subprocess.STDOUT)
-    listener = subprocess.Popen([sys.executable, "-c", LISTENER, redis_url, env["PULSE_REDIS_PREFIX"], str(samples),
-                                 str(duration + 90)])
+    listener = PubSubListener(redis_url, env["PULSE_REDIS_PREFIX"], workdir / f"pubsub-{rate}.txt", duration + 90)
     try:
         deadline = time.monotonic() + 60
-        while not samples.exists() or samples.stat().st_size == 0:  # warm-up: until the engine decides
+        while not listener.heard_any():  # warm-up: until the engine decides
             if time.monotonic() > deadline:
                 raise TimeoutError("no decision within 60 s: " + (workdir / f"engine-{rate}.log").read_text()[-1500:])
             simulate(env, 50, 0.5, users, items, 1)
@@ -70,14 +54,11 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
         sent = simulate(env, rate, duration, users, items, 2)
         time.sleep(5.0)  # let the queue drain
     finally:
-        stop_processes(listener, engine)
+        listener.stop()
+        stop_processes(engine)
         log.close()
-    rows = []
-    for line in samples.read_bytes().splitlines():
-        received, payload = line.split(b" ", 1)
-        d = orjson.loads(payload)
-        if d["event_ts"] >= started_ms:
-            rows.append((d["event_ts"], d["ingest_ts"], d["decided_ts"], float(received)))
+    rows = [(d["event_ts"], d["ingest_ts"], d["decided_ts"], received)
+            for received, d in listener.decisions() if d["event_ts"] >= started_ms]
     stamps = np.array(rows, dtype=float).reshape(-1, 4)
     event, ingest, decided, at_redis = stamps.T
     span_s = (at_redis.max() - at_redis.min()) / 1000.0 if len(stamps) > 1 else float("nan")

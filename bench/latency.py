@@ -7,7 +7,8 @@ starts `pulse run` and `pulse gateway` (tokens on: PULSE_GATEWAY_SECRET), opens 
 subscribed (with minted user tokens, 16 users per connection) to every simulated user, waits until a
 warm-up event is decided, then the simulator (bench/sender.py) produces events at R/s for D s (each `ts`
 stamped at send). Every decision frame received is timed against its event's `ts`, and its stages are
-split with the decision's own stamps plus a Redis pub/sub listener:
+split with the decision's own stamps plus a Redis pub/sub listener (a process of its own, so that the
+clients' work does not delay its clock):
 
     Kafka     = ingest_ts - event_ts   (producer -> broker -> dataflow source, parse)
     dataflow  = decided_ts - ingest_ts (queueing in the dataflow + learn/decide/explain)
@@ -27,38 +28,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, fmt, median, percentiles, print_table, run_env, servers, write_json
+from bench.common import ROOT, PubSubListener, fmt, median, percentiles, print_table, run_env, servers, write_json
 
 SECRET = "bench-secret"
 PER_CONNECTION = 16
-
-
-class PubSubClock(threading.Thread):
-    """Receive time (ms) of each decision on Redis pub/sub, by decision id."""
-
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        import redis
-
-        super().__init__(daemon=True)
-        self._pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-        self._pubsub.psubscribe(f"{prefix}:decisions:*")
-        self.seen: dict[str, float] = {}
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            message = self._pubsub.get_message(timeout=0.2)
-            if message is not None:
-                now = time.time() * 1000.0
-                data = message["data"]
-                start = data.find(b'"decision_id":"') + 15
-                self.seen[data[start: data.find(b'"', start)].decode()] = now
 
 
 async def ws_clients(port: int, users: list[str], received: list, stop: asyncio.Event) -> None:
@@ -105,8 +83,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
                               stdout=log, stderr=subprocess.STDOUT)
     gateway = subprocess.Popen([sys.executable, "-m", "pulse.cli", "gateway"], env=env, cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT)
-    clock = PubSubClock(redis_url, env["PULSE_REDIS_PREFIX"])
-    clock.start()
+    listener = PubSubListener(redis_url, env["PULSE_REDIS_PREFIX"], workdir / f"pubsub-{rate}.txt", duration + 300)
     received: list = []
     user_ids = [f"user-{n:05d}" for n in range(1, int(users * 1.5) + 1)]  # + replacements of churned users
     try:
@@ -138,9 +115,10 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
 
         outcome = asyncio.run(session())
     finally:
-        clock.running = False
+        listener.stop()
         stop_processes(engine, gateway)
         log.close()
+    heard = {d["decision_id"]: received for received, d in listener.decisions()}
     total, kafka, dataflow, redis_stage, gateway_stage = [], [], [], [], []
     first = min((t for t, _ in received), default=0.0)
     last = max((t for t, _ in received), default=0.0)
@@ -148,7 +126,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
         total.append(now - d["event_ts"])
         kafka.append(d["ingest_ts"] - d["event_ts"])
         dataflow.append(d["decided_ts"] - d["ingest_ts"])
-        at_redis = clock.seen.get(d["decision_id"])
+        at_redis = heard.get(d["decision_id"])
         if at_redis is not None:
             redis_stage.append(at_redis - d["decided_ts"])
             gateway_stage.append(now - at_redis)

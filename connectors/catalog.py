@@ -46,9 +46,10 @@ class _CatalogPartition(StatelessSourcePartition[CatalogRecord]):
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
 
     def next_batch(self) -> list[CatalogRecord]:
-        """Up to 500 item records (none when the topic is idle)."""
+        """Up to 500 item records (none when the topic is idle), without waiting: a blocking poll would stall the
+        worker's other steps (after an empty batch Bytewax asks again 1 ms later without blocking)."""
         records = []
-        for message in self._consumer.consume(500, 0.001):
+        for message in self._consumer.consume(500, 0):
             if message.error() is not None:
                 log.warning("catalog consumer error: %s", message.error())
                 continue
