@@ -35,9 +35,12 @@ def main() -> None:
         med = {k: v for k, v in throughput["median_events_per_s"].items() if k != "models: engine.handle"}
         names = [k for k in labels if k in med]
         ax.barh([labels[k] for k in names], [med[k] for k in names], color="tab:blue")
+        ax.axvline(30_000, color="grey", linestyle="--", label="target, 1 process")
         ax.set_xscale("log")
         ax.set_xlabel("events/s (median, log scale)")
-        ax.set_title("Throughput: Kafka in -> Redis + decision log")
+        ax.legend(fontsize=8)
+        ax.set_title("Throughput: Kafka in -> Redis + decision log"
+                     + (" (after warm-up)" if throughput.get("warmup_events") else ""))
     ax = axes[0][1]
     if latency:
         rows = [r for r in latency["results"]]

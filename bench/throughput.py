@@ -1,16 +1,21 @@
 """Throughput benchmark: events/s from Kafka in to decisions out (Redis + decision log), every model learning.
 
-    .venv/bin/python -m bench.throughput [--events 30000] [--runs 3] [--quix-python PATH] [--json]
+    .venv/bin/python -m bench.throughput [--events 30000] [--warmup-events 30000] [--runs 3] [--quix-python PATH] [--json]
 
 Each run preloads the same simulated events (valid clickstream/chat/control events of 2,000 users over
 1,000 items) into fresh topics of a local Tansu broker, then lets one pipeline drain them, writing every
 decision to a local redis-server (SET latest + SET explanation + PUBLISH, pipelined per batch) and to
-the decisions topic. The rate is measured on the output: the times the decisions-topic records are
-received by this process (polled every 0.1 s), from the decision after the first 5% (start-up and group joins excluded) to the last one; Redis is checked to
-hold every decision. Over the same window the CPU time of the pipeline's processes is read from /proc: the cores
-they kept busy and the events per CPU-second (how efficiently each process works, apart from how many cores
-the machine has left for it), and the busy share of the whole machine (broker, Redis and this reader included).
-Pipelines, all in the same run on the same servers:
+the decisions topic. The first `--warmup-events` are not measured: a decision's reward reaches the
+next-best-action bandit only when its 30-minute attribution window (in simulated time) closes, so over
+the first ~25,000 events few rewards are learned and the bandit still follows the rules; afterwards every
+event also settles about one earlier decision, and the models' work per event is about a third higher.
+The rate is measured on the output: the times the decisions-topic records are received by this process
+(polled every 0.1 s), from the first decision after the warm-up (and never in the first 5%: start-up and
+group joins) to the last one; Redis is checked to hold every decision. Over the same window the CPU time
+of the pipeline's processes is read from /proc: the cores they kept busy and the events per CPU-second
+(how efficiently each process works, apart from how many cores the machine has left for it), and the busy
+share of the whole machine (broker, Redis and this reader included). The in-process parts are timed after
+the same warm-up. Pipelines, all in the same run on the same servers:
 
 - engine, 1 process: `pulse run` (Bytewax, recovery on, as deployed);
 - engine, 2 processes: a Bytewax cluster `pulse run -i 0|1 -a "127.0.0.1:P1;127.0.0.1:P2"` (one partition each);
@@ -97,9 +102,13 @@ class OutputReader:
         self._consumer.close()
 
 
-def steady_rate(stamps: list[int]) -> float:
-    """Records/s between the record after the warm-up share and the last record."""
-    start = int(len(stamps) * WARMUP_SHARE)
+def measured_from(n_records: int, warmup: int) -> int:
+    """Index of the first measured record: after the warm-up events, and never in the first 5% (start-up, group joins)."""
+    return min(max(warmup, int(n_records * WARMUP_SHARE)), n_records - 2)
+
+
+def steady_rate(stamps: list[int], start: int) -> float:
+    """Records/s between record `start` and the last record."""
     span_ms = stamps[-1] - stamps[start]
     return (len(stamps) - 1 - start) / (span_ms / 1000.0) if span_ms > 0 else float("nan")
 
@@ -114,9 +123,9 @@ def redis_decisions(redis_url: str, prefix: str) -> int:
     return count
 
 
-def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expected: int,
+def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expected: int, warmup: int,
                  timeout_s: float, workdir: Path) -> dict:
-    """Start the pipeline's processes, wait for `expected` decisions in the log, stop them, measure."""
+    """Start the pipeline's processes, wait for `expected` decisions in the log, stop them, measure after `warmup`."""
     from pulse.localservers import stop_processes
 
     topic = env["PULSE_TOPIC_DECISIONS"]
@@ -144,8 +153,9 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
             log.close()
     stamps = sorted(reader.stamps)
     in_redis = redis_decisions(env["REDIS_URL"], env["PULSE_REDIS_PREFIX"])
-    rate = steady_rate(stamps)
-    cpu = meter.between(stamps[int(len(stamps) * WARMUP_SHARE)], stamps[-1])
+    start = measured_from(len(stamps), warmup)
+    rate = steady_rate(stamps, start)
+    cpu = meter.between(stamps[start], stamps[-1])
     return {"rate": rate, "decisions": len(stamps), "redis_decisions": in_redis, "wall_s": wall_s, **cpu,
             "events_per_cpu_s": rate / cpu["process_cores"] if cpu["process_cores"] > 0 else float("nan")}
 
@@ -171,8 +181,9 @@ def part_kafka_consume(env: dict[str, str], expected: int) -> float:
     return n / elapsed
 
 
-def part_engine(events: list) -> tuple[float, float, list]:
-    """(engine step rate: parse + UserLogic incl. encode; models-only rate: engine.handle on parsed events; outputs)."""
+def part_engine(events: list, warmup: int) -> tuple[float, float, list]:
+    """(engine step rate: parse + UserLogic incl. encode; models-only rate: engine.handle on parsed events; outputs),
+    timed after the first `warmup` events (their outputs are left out)."""
     from operators.engine import EngineConfig, PersonalizationEngine
     from operators.parse import EventParser
     from operators.user_state import DecisionOut, user_logic_builder
@@ -180,26 +191,37 @@ def part_engine(events: list) -> tuple[float, float, list]:
     parser = EventParser({"clickstream": "clickstream", "chat": "chat", "control": "control"}, 65536)
     build = user_logic_builder(PersonalizationEngine(EngineConfig()), None, idle_ttl_s=86400)
     logics: dict = {}
-    outputs = []
+    outputs: list = []
+
+    def step(batch: list) -> None:
+        for e in batch:
+            accepted = parser.parse(e.value, e.key, e.topic, 0, 0)
+            user = accepted.event["user_id"]
+            logic = logics.get(user) or logics.setdefault(user, build(None))
+            out, discard = logic.on_batch([accepted])
+            if discard:
+                del logics[user]
+            outputs.extend(o for o in out if isinstance(o, DecisionOut))
+
+    step(events[:warmup])
+    outputs.clear()
     start = time.perf_counter()
-    for e in events:
-        accepted = parser.parse(e.value, e.key, e.topic, 0, 0)
-        user = accepted.event["user_id"]
-        logic = logics.get(user) or logics.setdefault(user, build(None))
-        out, discard = logic.on_batch([accepted])
-        if discard:
-            del logics[user]
-        outputs += [o for o in out if isinstance(o, DecisionOut)]
-    step_rate = len(events) / (time.perf_counter() - start)
+    step(events[warmup:])
+    step_rate = (len(events) - warmup) / (time.perf_counter() - start)
 
     engine = PersonalizationEngine(EngineConfig())
     parsed = [(orjson.loads(e.value), 0) for e in events]
     profiles: dict = {}
+
+    def handle(batch: list) -> None:
+        for event, ingest in batch:
+            user = event["user_id"]
+            profiles[user], _ = engine.handle(profiles.get(user), event, ingest)
+
+    handle(parsed[:warmup])
     start = time.perf_counter()
-    for event, ingest in parsed:
-        user = event["user_id"]
-        profiles[user], _ = engine.handle(profiles.get(user), event, ingest)
-    models_rate = len(parsed) / (time.perf_counter() - start)
+    handle(parsed[warmup:])
+    models_rate = (len(parsed) - warmup) / (time.perf_counter() - start)
     return step_rate, models_rate, outputs
 
 
@@ -237,7 +259,9 @@ def part_log(env: dict[str, str], outputs: list) -> float:
 # ---------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=30_000, help="events per run")
+    parser.add_argument("--events", type=int, default=30_000, help="events measured per run")
+    parser.add_argument("--warmup-events", type=int, default=30_000,
+                        help="events before them, not measured (until then few decisions have settled: see above)")
     parser.add_argument("--runs", type=int, default=3, help="runs per pipeline (median reported)")
     parser.add_argument("--pipelines", nargs="+", default=["parts", "plain", "engine1", "engine2", "quix"],
                         choices=["parts", "plain", "engine1", "engine2", "quix"])
@@ -249,8 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="write results as JSON (default path bench/results/throughput.json)")
     args = parser.parse_args(argv)
 
-    events = simulated_events(args.events)
+    events = simulated_events(args.warmup_events + args.events)
     expected = len(events)
+    warmup = measured_from(expected, args.warmup_events)
     rates: dict[str, list[float]] = {}
     extra: dict[str, list[dict]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
@@ -267,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
                     preload(env, events)
                     if pipeline == "parts":
                         consume = part_kafka_consume(env, expected)
-                        step, models, outputs = part_engine(events)
+                        step, models, outputs = part_engine(events, warmup)
                         write = part_redis(env, outputs)
                         log = part_log(env, outputs)
                         for key, value in (("kafka consume", consume), ("engine step (parse+decide+encode)", step),
@@ -298,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
                         env["BENCH_QUIX_STATE_DIR"] = str(workdir / f"quix-{run}")
                         commands = [[args.quix_python, "-m", "bench.pipelines", "quix", str(expected)]]
                     timeout = args.timeout + (60 if pipeline == "quix" else 0)
-                    result = run_pipeline(f"{pipeline}-{run}", commands, env, expected, timeout, workdir)
+                    result = run_pipeline(f"{pipeline}-{run}", commands, env, expected, warmup, timeout, workdir)
                     rates.setdefault(pipeline, []).append(result["rate"])
                     extra.setdefault(pipeline, []).append(result)
                     print(f"run {run + 1}: {pipeline}: {result['rate']:,.0f} events/s "
@@ -324,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{value / plain:.2f}" if plain else "-", f"{value / parts_sum:.2f}" if parts_sum else "-",
                      f"{used['process_cores']:.2f}" if used else "-", fmt(used["events_per_cpu_s"]) if used else "-",
                      f"{used['machine_busy']:.0%}" if used else "-"])
-    print_table(f"Throughput: {expected:,} events per run, median events/s; CPU of the pipeline's processes and "
+    print_table(f"Throughput: {expected - warmup:,} events measured per run after {warmup:,} warm-up events, "
+                "median events/s; CPU of the pipeline's processes and "
                 "busy share of the whole machine over the same steady window",
                 ["pipeline", "events/s", "runs", "vs plain loop", "vs sum of parts", "cores used", "events per CPU-s",
                  "machine busy"], rows)
@@ -343,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"(machine {cpu['engine2']['machine_busy']:.0%} busy with 2 processes)")
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
-    data = {"events": expected, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,
+    data = {"events": expected, "warmup_events": warmup, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,
             "median_cpu": cpu, "details": extra, "targets": targets, "cpus": os.cpu_count()}
     if args.json is not None:
         write_json("throughput", data, args.json or None)
