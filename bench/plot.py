@@ -29,6 +29,7 @@ def main() -> None:
     ax = axes[0][0]
     if throughput:
         labels = {"kafka consume": "Kafka consume", "engine step (parse+decide+encode)": "engine step",
+                  "engine step, 2 copies at once (each)": "engine step, 2 at once (each)",
                   "redis pipelined writes": "Redis writes", "decision log produce": "log produce",
                   "sum of parts (1 core)": "sum of parts", "plain": "plain loop", "engine1": "engine 1 proc",
                   "engine2": "engine 2 procs", "quix": "Quix Streams"}

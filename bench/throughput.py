@@ -24,7 +24,9 @@ the same warm-up. Pipelines, all in the same run on the same servers:
   default $BENCH_QUIX_PYTHON or ~/.cache/pulse-bench-quix/bin/python; `make bench-quix-venv` creates one);
 - the raw parts alone, in this process: Kafka consume, the engine step (parse + learn + decide + explain
   + encode, and the models' handle() alone), Redis pipelined writes, decision-log produce; their
-  combined rate 1 / sum(1 / rate) is what a pipeline of these parts could reach on one core.
+  combined rate 1 / sum(1 / rate) is what a pipeline of these parts could reach on one core. The engine
+  step also runs as two copies at once in two processes: against one copy alone, that is what two busy
+  processes get from this machine's two cores (the ceiling of the 2-process cluster here).
 """
 
 from __future__ import annotations
@@ -181,9 +183,9 @@ def part_kafka_consume(env: dict[str, str], expected: int) -> float:
     return n / elapsed
 
 
-def part_engine(events: list, warmup: int) -> tuple[float, float, list]:
-    """(engine step rate: parse + UserLogic incl. encode; models-only rate: engine.handle on parsed events; outputs),
-    timed after the first `warmup` events (their outputs are left out)."""
+def engine_step(events: list, warmup: int) -> tuple[float, list]:
+    """(engine step rate: parse + UserLogic incl. encode, timed after the first `warmup` events; the timed events'
+    decision outputs)."""
     from operators.engine import EngineConfig, PersonalizationEngine
     from operators.parse import EventParser
     from operators.user_state import DecisionOut, user_logic_builder
@@ -207,8 +209,14 @@ def part_engine(events: list, warmup: int) -> tuple[float, float, list]:
     outputs.clear()
     start = time.perf_counter()
     step(events[warmup:])
-    step_rate = (len(events) - warmup) / (time.perf_counter() - start)
+    return (len(events) - warmup) / (time.perf_counter() - start), outputs
 
+
+def part_engine(events: list, warmup: int) -> tuple[float, float, list]:
+    """(engine step rate; models-only rate: engine.handle on parsed events; outputs), timed after `warmup` events."""
+    from operators.engine import EngineConfig, PersonalizationEngine
+
+    step_rate, outputs = engine_step(events, warmup)
     engine = PersonalizationEngine(EngineConfig())
     parsed = [(orjson.loads(e.value), 0) for e in events]
     profiles: dict = {}
@@ -223,6 +231,30 @@ def part_engine(events: list, warmup: int) -> tuple[float, float, list]:
     handle(parsed[warmup:])
     models_rate = (len(parsed) - warmup) / (time.perf_counter() - start)
     return step_rate, models_rate, outputs
+
+
+_PAIR_EVENTS: list = []  # the events of part_engine_pair, inherited by its forked processes
+
+
+def _forked_step_rate(warmup: int) -> float:
+    return engine_step(_PAIR_EVENTS, warmup)[0]
+
+
+def part_engine_pair(events: list, warmup: int) -> float:
+    """Engine step rate of each of two copies running at once in two processes (mean events/s).
+
+    Against one copy alone this shows what two busy processes get from this machine's cores: the
+    ceiling of a 2-process cluster here, whatever the dataflow does.
+    """
+    import multiprocessing
+
+    _PAIR_EVENTS[:] = events
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            rates = pool.map(_forked_step_rate, [warmup, warmup])
+    finally:
+        _PAIR_EVENTS.clear()
+    return sum(rates) / len(rates)
 
 
 def part_redis(env: dict[str, str], outputs: list) -> float:
@@ -293,15 +325,18 @@ def main(argv: list[str] | None = None) -> dict:
                     if pipeline == "parts":
                         consume = part_kafka_consume(env, expected)
                         step, models, outputs = part_engine(events, warmup)
+                        pair = part_engine_pair(events, warmup)
                         write = part_redis(env, outputs)
                         log = part_log(env, outputs)
                         for key, value in (("kafka consume", consume), ("engine step (parse+decide+encode)", step),
+                                           ("engine step, 2 copies at once (each)", pair),
                                            ("models: engine.handle", models), ("redis pipelined writes", write),
                                            ("decision log produce", log)):
                             rates.setdefault(key, []).append(value)
                         combined = 1.0 / (1 / consume + 1 / step + 1 / write + 1 / log)
                         rates.setdefault("sum of parts (1 core)", []).append(combined)
-                        print(f"run {run + 1}: parts: consume {consume:,.0f}, step {step:,.0f}, models {models:,.0f}, "
+                        print(f"run {run + 1}: parts: consume {consume:,.0f}, step {step:,.0f} (2 at once: {pair:,.0f} "
+                              f"each), models {models:,.0f}, "
                               f"redis {write:,.0f}, log {log:,.0f} -> combined {combined:,.0f} events/s", flush=True)
                         continue
                     if pipeline == "engine1":
@@ -367,6 +402,10 @@ def main(argv: list[str] | None = None) -> dict:
             efficiency = cpu["engine2"]["events_per_cpu_s"] / cpu["engine1"]["events_per_cpu_s"]
             print(f"2-process scaling: {scale:.2f}x; events per CPU-second, 2 processes vs 1: {efficiency:.2f}x "
                   f"(machine {cpu['engine2']['machine_busy']:.0%} busy with 2 processes)")
+            pair = med.get("engine step, 2 copies at once (each)")
+            if pair:
+                print(f"this machine's ceiling for 2 processes: 2 x {pair / med['engine step (parse+decide+encode)']:.2f} "
+                      f"= {2 * pair / med['engine step (parse+decide+encode)']:.2f}x (the engine step, two copies at once)")
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
     data = {"events": expected, "warmup_events": warmup, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,

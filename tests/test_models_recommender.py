@@ -2,6 +2,7 @@ import collections
 import copy
 import doctest
 import math
+import pickle
 import random
 
 import numpy as np
@@ -247,6 +248,18 @@ def test_deterministic_given_seed():
     assert ra == [r.to_dict() for r in b.rank("u2", 10, {"c1": 0.5}, now_ms=10_000_000)]
     clone = copy.deepcopy(a)
     assert ra == [r.to_dict() for r in clone.rank("u2", 10, {"c1": 0.5}, now_ms=10_000_000)]
+
+
+def test_pickle_leaves_out_the_eligibility_cache_and_ranks_the_same():
+    rec = _trained(seed=11)
+    before = [r.to_dict() for r in rec.rank("u2", 10, {"c1": 0.5}, now_ms=10_000_000)]
+    assert rec._eligible_cache is not None and rec.__getstate__()["_eligible_cache"] is None
+    clone = pickle.loads(pickle.dumps(rec))
+    assert [r.to_dict() for r in clone.rank("u2", 10, {"c1": 0.5}, now_ms=10_000_000)] == before
+    older = rec.__getstate__() | {"_eligible_cache": (np.ones(rec.n_items, dtype=bool), 0.0, 1e18)}  # an older layout
+    restored = HybridRecommender.__new__(HybridRecommender)
+    restored.__setstate__(older)
+    assert [r.to_dict() for r in restored.rank("u2", 10, {"c1": 0.5}, now_ms=10_000_000)] == before
 
 
 @pytest.mark.parametrize("strength", [0.0, -1.0, float("nan"), float("inf")])
