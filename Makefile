@@ -22,7 +22,7 @@ bench: install
 	$(BIN)/python -m bench.ranking --json
 	BENCH_QUIX_PYTHON=$(QUIX_VENV)/bin/python $(BIN)/python -m bench.throughput --json
 	$(BIN)/python -m bench.latency --rates 1000 2000 5000 0 --json
-	$(BIN)/python -m bench.engine_latency --rates 1000 2000 --json
+	$(BIN)/python -m bench.engine_latency --rates 1000 2000 3000 --json
 	$(BIN)/python -m bench.state --json
 	$(BIN)/python -m bench.fanout --subscribers 2000 10000 --json
 	$(BIN)/python -m bench.plot
