@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pulse` console script."""
     args, passthrough = _parser().parse_known_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` prints every thread's stack to stderr
     if passthrough and args.command != "run":
         _parser().error(f"unrecognized arguments: {' '.join(passthrough)}")
     try:

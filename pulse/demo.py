@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from itertools import takewhile
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,7 @@ from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.model_control import ModelCommandChannel
 from pulse.config import Settings
-from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, wait_for_port
+from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, stop_processes, wait_for_port
 from pulse.simulate import on_configured_topics, simulation_config
 from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
 
@@ -32,6 +33,7 @@ LOG_DIR = Path(".pulse/logs")
 DEMO_RECOVERY_DIR = Path(".pulse/demo-recovery")
 DRAIN_S = 3.0
 ENGINE_START_S = 60.0
+CHILD_STOP_S = 10.0  # after that a child that ignores SIGTERM is killed (and the sender thread is left behind)
 
 
 class CountingSink:
@@ -114,16 +116,6 @@ def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C or the simulation's end; return the exit code."""
     with _servers(settings) as settings:
@@ -133,20 +125,24 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         gateway = _spawn("gateway", [sys.executable, "-m", "pulse.cli", "gateway"], env)
         monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*")
         sink = CountingSink(KafkaEventSink(settings.kafka_bootstrap))
+        stop_sending = threading.Event()
+        sender = threading.Thread(target=_send, args=(args, settings, sink, stop_sending), name="simulator", daemon=True)
         try:
             wait_for_port(settings.gateway_port, host=settings.gateway_host)
             _await_engine(settings, engine)
             _print_banner(settings)
-            sender = threading.Thread(target=_send, args=(args, settings, sink), name="simulator", daemon=True)
             sender.start()
             return _status_loop(sender, sink, monitor, [engine, gateway])
         except KeyboardInterrupt:
             print("\nstopping...", file=sys.stderr)
             return 0
         finally:
+            # The sender stops first: a flush racing a thread that keeps producing can wait its whole timeout.
+            stop_sending.set()
+            if sender.ident is not None:
+                sender.join(CHILD_STOP_S)
             monitor.stop()
-            for process in (engine, gateway):
-                _stop(process)
+            stop_processes(engine, gateway, timeout_s=CHILD_STOP_S)
             sink.close()
             print(f"stopped; logs in {LOG_DIR}/", file=sys.stderr)
 
@@ -164,9 +160,10 @@ def _await_engine(settings: Settings, engine: subprocess.Popen, timeout_s: float
         channel.close()
 
 
-def _send(args: argparse.Namespace, settings: Settings, sink: CountingSink) -> None:
+def _send(args: argparse.Namespace, settings: Settings, sink: CountingSink, stop: threading.Event) -> None:
+    """Send the simulated events until they run out, the duration ends or `stop` is set; then flush."""
     generator = EventGenerator(World(simulation_config(args)))
-    events = on_configured_topics(generator.events(args.events), settings)
+    events = takewhile(lambda _event: not stop.is_set(), on_configured_topics(generator.events(args.events), settings))
     send_events(events, sink, rate=args.rate or None, duration_s=args.duration, progress=False)
 
 

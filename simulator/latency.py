@@ -12,6 +12,8 @@ import numpy as np
 import orjson
 import redis
 
+STOP_WAIT_S = 2.0  # longest stop() waits for the listener thread
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -112,7 +114,7 @@ class DecisionLatencyMonitor:
     def stop(self) -> None:
         """Stop the listener thread and close the Redis connection."""
         self._stopping.set()
-        self._thread.join()
+        self._thread.join(STOP_WAIT_S)  # the listener wakes every 0.2 s
         self._pubsub.close()
         self._client.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,6 +44,7 @@ def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     demo = subprocess.Popen([sys.executable, "-m", "pulse.cli", "demo", "--rate", "300", "--users", "100"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = b""
+    started: set[int] = set()
     try:
         deadline = time.monotonic() + 60
         os.set_blocking(demo.stdout.fileno(), False)
@@ -56,11 +58,24 @@ def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         started = children_of(demo.pid)
         assert len(started) >= 4, f"expected broker, redis-server, engine and gateway, got {started}"
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(30) == 0
+        deadline = time.monotonic() + 30
+        while demo.poll() is None and time.monotonic() < deadline:  # keep draining: a full pipe would block it
+            output += demo.stdout.read() or b""
+            time.sleep(0.2)
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
+            time.sleep(1.0)
+            output += demo.stdout.read() or b""
+        assert demo.poll() == 0, "the demo did not stop cleanly within 30 s of Ctrl-C:\n" + output.decode(errors="replace")[-6000:]
         deadline = time.monotonic() + 10
         while any(alive(pid) for pid in started) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in started if alive(pid)], "a process started by the demo survived Ctrl-C"
     finally:
+        started |= children_of(demo.pid)
         if demo.poll() is None:
             demo.kill()
+        for pid in started:  # children run in sessions of their own: a killed demo would leave them running
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

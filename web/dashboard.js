@@ -106,12 +106,18 @@ function barSection(panel, title, contributions, limit = 12) {
   const items = Object.entries(contributions || {})
     .map(([label, value]) => ({label, value})).filter((item) => item.value !== 0)
     .sort((a, b) => Math.abs(b.value) - Math.abs(a.value)).slice(0, limit);
-  if (!items.length) return;
   const section = document.createElement("div");
   section.className = "explanation-section";
   const h = document.createElement("h3");
   h.textContent = title;
-  section.append(h, PulseCharts.bars(items));
+  if (items.length) {
+    section.append(h, PulseCharts.bars(items));
+  } else {  // e.g. a message whose words the sentiment model has no weight for yet
+    const note = document.createElement("p");
+    note.className = "empty";
+    note.textContent = "no factor contributed (all contributions are 0)";
+    section.append(h, note);
+  }
   panel.append(section);
 }
 
