@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pulse` console script."""
     args, passthrough = _parser().parse_known_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` prints every thread's stack to stderr
+    if sys.__stderr__ is not None:  # `kill -USR1 PID` prints every thread's stack to the process's stderr
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if passthrough and args.command != "run":
         _parser().error(f"unrecognized arguments: {' '.join(passthrough)}")
     try:
