@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -110,6 +111,19 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM both stop the demo and every process it started (they run in sessions of their own).
+
+    SIGINT is set explicitly: a shell without job control starts background commands with SIGINT ignored,
+    and Python then leaves it ignored.
+    """
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"{name}.log", "wb")
@@ -117,7 +131,8 @@ def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the demo until Ctrl-C or the simulation's end; return the exit code."""
+    """Run the demo until Ctrl-C (SIGINT), SIGTERM or the simulation's end; return the exit code."""
+    _stop_on_signals()
     with _servers(settings) as settings:
         ensure_topics(settings)
         env = _child_env(settings)

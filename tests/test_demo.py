@@ -1,4 +1,4 @@
-"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C stops everything."""
+"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C or SIGTERM stops everything."""
 
 from __future__ import annotations
 
@@ -38,11 +38,19 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+def ignore_sigint() -> None:
+    """What a shell without job control does to a background command."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_signal: int) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PULSE_GATEWAY_PORT")}
     env["PYTHONPATH"] = str(ROOT)
+    # Started with SIGINT ignored, as from a background job: Ctrl-C must work all the same.
     demo = subprocess.Popen([sys.executable, "-m", "pulse.cli", "demo", "--rate", "300", "--users", "100"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=ignore_sigint)
     output = b""
     started: set[int] = set()
     try:
@@ -57,7 +65,7 @@ def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         assert "decisions/s" in text and "latency p50" in text
         started = children_of(demo.pid)
         assert len(started) >= 4, f"expected broker, redis-server, engine and gateway, got {started}"
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(stop_signal)
         deadline = time.monotonic() + 30
         while demo.poll() is None and time.monotonic() < deadline:  # keep draining: a full pipe would block it
             output += demo.stdout.read() or b""
@@ -66,11 +74,11 @@ def test_demo_runs_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
             time.sleep(1.0)
             output += demo.stdout.read() or b""
-        assert demo.poll() == 0, "the demo did not stop cleanly within 30 s of Ctrl-C:\n" + output.decode(errors="replace")[-6000:]
+        assert demo.poll() == 0, f"the demo did not stop cleanly within 30 s of {signal.Signals(stop_signal).name}:\n" + output.decode(errors="replace")[-6000:]
         deadline = time.monotonic() + 10
         while any(alive(pid) for pid in started) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [pid for pid in started if alive(pid)], "a process started by the demo survived Ctrl-C"
+        assert not [pid for pid in started if alive(pid)], "a process started by the demo survived the stop signal"
     finally:
         started |= children_of(demo.pid)
         if demo.poll() is None:
