@@ -34,7 +34,7 @@ LOG_DIR = Path(".pulse/logs")
 DEMO_RECOVERY_DIR = Path(".pulse/demo-recovery")
 DRAIN_S = 3.0
 ENGINE_START_S = 60.0
-CHILD_STOP_S = 10.0  # after that a child that ignores SIGTERM is killed (and the sender thread is left behind)
+STOP_WAIT_S = 10.0  # at shutdown, longest wait for the simulator thread, and for a child before it is killed
 
 
 class CountingSink:
@@ -152,12 +152,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             print("\nstopping...", file=sys.stderr)
             return 0
         finally:
-            # The sender stops first: a flush racing a thread that keeps producing can wait its whole timeout.
+            # The simulator stops first, so that nothing is produced after the final flush below.
             stop_sending.set()
             if sender.ident is not None:
-                sender.join(CHILD_STOP_S)
+                sender.join(STOP_WAIT_S)
             monitor.stop()
-            stop_processes(engine, gateway, timeout_s=CHILD_STOP_S)
+            stop_processes(engine, gateway, timeout_s=STOP_WAIT_S)
             sink.close()
             print(f"stopped; logs in {LOG_DIR}/", file=sys.stderr)
 

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from connectors.kafka_io import ensure_topics
 from pulse.config import Settings
 from pulse.localservers import PROJECT_ROOT as ROOT
-from pulse.localservers import isolated_env
+from pulse.localservers import isolated_env, stop_processes
 from pulse.simulate import on_configured_topics
 from simulator import KafkaEventSink, SimEvent
 
@@ -60,12 +60,7 @@ class Engine:
         """Terminate (kill after 10 s)."""
         if self.alive():
             assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_processes(self.process, timeout_s=10)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the engine's log."""

@@ -23,7 +23,7 @@ import websockets
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.auth import mint_token
-from pulse.localservers import LocalServer, free_port, wait_for_port
+from pulse.localservers import LocalServer, free_port, stop_processes, wait_for_port
 from simulator import EventGenerator, KafkaEventSink, SimulationConfig, World, encode_event, send_events
 from tests.enginestack import ROOT, retarget, stack_env
 
@@ -50,13 +50,7 @@ def running_stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path
         for process, name in zip(processes, ("engine", "gateway")):
             assert process.poll() is None, f"{name} died: {(tmp_path / f'{name}.log').read_text()[-3000:]}"
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(*processes, timeout_s=10)
 
 
 def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = TIMEOUT_S) -> list:

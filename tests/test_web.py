@@ -24,7 +24,7 @@ from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.producer import PulseProducer
 from pulse.config import Settings
-from pulse.localservers import LocalServer, free_port, isolated_env, wait_for_port
+from pulse.localservers import LocalServer, free_port, isolated_env, stop_processes, wait_for_port
 from pulse.simulate import on_configured_topics
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World, send_events
 
@@ -59,13 +59,7 @@ class Stack:
                                                 stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes(self.processes.pop(name), timeout_s=10)
 
 
 @pytest.fixture(scope="module")
