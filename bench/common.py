@@ -6,6 +6,7 @@ run (the machines are noisy: compare ratios, not absolute numbers across machine
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -57,6 +58,12 @@ def machine() -> dict[str, Any]:
     """Where the figures were measured."""
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def add_json_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """The benchmarks' `--json [PATH]` option (no PATH: bench/results/NAME.json; see `write_json`)."""
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help=f"write results as JSON (default path bench/results/{name}.json)")
 
 
 def write_json(name: str, data: dict[str, Any], path: str | None = None) -> Path:

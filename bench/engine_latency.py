@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, PubSubListener, fmt, percentiles, print_table, run_env, servers, write_json
+from bench.common import (
+    ROOT, PubSubListener, add_json_option, fmt, percentiles, print_table, run_env, servers, write_json,
+)
 from bench.latency import simulate
 
 def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, redis_url: str, workdir: Path) -> dict:
@@ -74,8 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per rate")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/engine_latency.json)")
+    add_json_option(parser, "engine_latency")
     args = parser.parse_args(argv)
 
     results = []

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import ROOT, fmt, median, percentiles, print_table, run_env, servers, write_json
+from bench.common import ROOT, add_json_option, fmt, median, percentiles, print_table, run_env, servers, write_json
 
 SECRET = "bench-secret"
 
@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rate", type=int, default=2000, help="decisions published per second")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/fanout.json)")
+    add_json_option(parser, "fanout")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     results: dict[int, list[dict]] = {}

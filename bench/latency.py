@@ -33,7 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, PubSubListener, fmt, median, percentiles, print_table, run_env, servers, write_json
+from bench.common import (
+    ROOT, PubSubListener, add_json_option, fmt, median, percentiles, print_table, run_env, servers, write_json,
+)
 
 SECRET = "bench-secret"
 PER_CONNECTION = 16
@@ -155,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=1, help="runs per rate (median of the percentiles)")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/latency.json)")
+    add_json_option(parser, "latency")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))

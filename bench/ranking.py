@@ -16,7 +16,7 @@ import argparse
 import random
 import time
 
-from bench.common import fmt, median, print_table, write_json
+from bench.common import add_json_option, fmt, median, print_table, write_json
 
 
 def trained_recommender(n_items: int, n_users: int, interactions: int, categories: int = 50, seed: int = 7):
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
     parser.add_argument("--interactions", type=int, default=20_000, help="interactions learned before timing")
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/ranking.json)")
+    add_json_option(parser, "ranking")
     args = parser.parse_args(argv)
 
     rows, results = [], []

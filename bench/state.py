@@ -38,7 +38,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import fmt, median, print_table, simulated_events, write_json
+from bench.common import add_json_option, fmt, median, print_table, simulated_events, write_json
 
 
 def template():
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/state.json)")
+    add_json_option(parser, "state")
     args = parser.parse_args(argv)
     from pulse.config import Settings
     from pulse.runtime import tune_garbage_collector

@@ -42,7 +42,10 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, CpuMeter, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events, write_json
+from bench.common import (
+    ROOT, CpuMeter, add_json_option, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events,
+    write_json,
+)
 
 WARMUP_SHARE = 0.05
 
@@ -301,8 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="a Python with quixstreams installed (skipped when missing)")
     parser.add_argument("--quix-runs", type=int, default=1, help="Quix runs (each waits ~20 s for its group join)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
-    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
-                        help="write results as JSON (default path bench/results/throughput.json)")
+    add_json_option(parser, "throughput")
     args = parser.parse_args(argv)
 
     events = simulated_events(args.warmup_events + args.events)
