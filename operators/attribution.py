@@ -141,8 +141,9 @@ class PendingDecisions:
             target = next((p for p in self.entries if p.decision_id == wanted), None)
             how = "decision_id"
         if target is None:
-            in_window = [p for p in self.entries if 0 <= event["ts"] - p.decided_ms <= window_ms]
-            target, how = (in_window[-1], "window") if in_window else (None, "")
+            ts = event["ts"]  # the latest decision (in list order) whose window holds the event
+            target = next((p for p in reversed(self.entries) if 0 <= ts - p.decided_ms <= window_ms), None)
+            how = "window" if target is not None else ""
         if target is None:
             return None
         target.reward = max(target.reward, reward)
