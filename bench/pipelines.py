@@ -7,7 +7,8 @@ Both read the run's configuration from the environment (pulse.config, like `puls
 input topics from the beginning, and per event do what the dataflow does: parse + validate, the same
 `UserLogic` (per-user state, engine.handle = learn + decide + explain, metrics, audit, orjson encoding),
 then write every decision to Redis with the same pipeline as the engine's Redis sink (SET latest, SET
-explanation, PUBLISH) and to the decisions log topic. They exit after EXPECTED valid events.
+explanation, PUBLISH) and to the decisions log topic (the plain loop with the engine's `RecordLog`,
+Quix Streams with its own producer). They exit after EXPECTED valid events.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from connectors.kafka_io import PRODUCER_CONFIG  # noqa: E402
+from connectors.kafka_io import PRODUCER_CONFIG, RecordLog, record_log  # noqa: E402
 from connectors.redis_sink import RedisDecisionWriter  # noqa: E402
 from operators.engine import EngineConfig, PersonalizationEngine  # noqa: E402
 from operators.parse import Accepted, EventParser  # noqa: E402
-from operators.user_state import DecisionOut, user_logic_builder  # noqa: E402
+from operators.user_state import user_logic_builder  # noqa: E402
 from pulse.config import Settings  # noqa: E402
 
 
 class Work:
     """The engine's per-event work, shared by both baselines."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, records: RecordLog | None = None) -> None:
         self.settings = settings
         self.parser = EventParser(
             {settings.topic_clickstream: "clickstream", settings.topic_chat: "chat", settings.topic_control: "control"},
@@ -40,7 +41,7 @@ class Work:
         )
         engine = PersonalizationEngine(EngineConfig(settings.top_k, settings.churn_threshold,
                                                     settings.escalation_threshold, settings.seed))
-        self.build = user_logic_builder(engine, None, idle_ttl_s=settings.decision_ttl_s)
+        self.build = user_logic_builder(engine, None, records, idle_ttl_s=settings.decision_ttl_s)
         self.logics: dict = {}
 
     def decide(self, accepted: Accepted) -> list:
@@ -56,17 +57,17 @@ class Work:
 
 
 def plain(expected: int) -> None:
-    """A plain confluent-kafka loop: consume batches, decide, pipeline the batch to Redis, produce the log."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    """A plain confluent-kafka loop: consume batches, decide (appending to the logs), pipeline the batch to Redis."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     settings = Settings.from_env()
-    work = Work(settings)
+    records = record_log(settings)
+    work = Work(settings, records)
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-plain",
                          "enable.auto.commit": False, "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)})
     metadata = consumer.list_topics(timeout=10)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in settings.input_topics
                      for p in metadata.topics[topic].partitions])
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})
     redis_out = RedisDecisionWriter(settings)
     done = 0
     while done < expected:
@@ -80,16 +81,10 @@ def plain(expected: int) -> None:
             if not isinstance(parsed, Accepted):
                 continue
             done += 1
-            for out in work.decide(parsed):
-                if isinstance(out, DecisionOut):
-                    decisions.append(out)
-                    producer.produce(settings.topic_decisions, out.payload, out.user_id.encode())
-                else:
-                    producer.produce(settings.topic_outcomes, out.payload, out.user_id.encode())
+            decisions.extend(work.decide(parsed))
         if decisions:
             redis_out.write_batch(decisions)
-        producer.poll(0)
-    producer.flush(30)
+    records.flush()
     consumer.close()
 
 
@@ -135,7 +130,7 @@ def quix(expected: int) -> None:
             state["done"] += 1
             if state["done"] >= expected:
                 app.stop()
-            return [out for out in work.decide(parsed) if isinstance(out, DecisionOut)]
+            return work.decide(parsed)
 
         decided = sdf.apply(handle, metadata=True, expand=True)
         decided.apply(lambda out: out.payload).to_topic(decisions_topic)

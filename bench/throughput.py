@@ -191,7 +191,7 @@ def engine_step(events: list, warmup: int) -> tuple[float, list]:
     decision outputs)."""
     from operators.engine import EngineConfig, PersonalizationEngine
     from operators.parse import EventParser
-    from operators.user_state import DecisionOut, user_logic_builder
+    from operators.user_state import user_logic_builder
 
     parser = EventParser({"clickstream": "clickstream", "chat": "chat", "control": "control"}, 65536)
     build = user_logic_builder(PersonalizationEngine(EngineConfig()), None, idle_ttl_s=86400)
@@ -206,7 +206,7 @@ def engine_step(events: list, warmup: int) -> tuple[float, list]:
             out, discard = logic.on_batch([accepted])
             if discard:
                 del logics[user]
-            outputs.extend(o for o in out if isinstance(o, DecisionOut))
+            outputs.extend(out)
 
     step(events[:warmup])
     outputs.clear()
@@ -275,19 +275,15 @@ def part_redis(env: dict[str, str], outputs: list) -> float:
 
 
 def part_log(env: dict[str, str], outputs: list) -> float:
-    """The decision log alone: produce every decision (same producer settings) and flush."""
-    from confluent_kafka import Producer
+    """The decision log alone: append every decision to the engine's `RecordLog`, then flush."""
+    from connectors.kafka_io import RecordLog
 
-    from connectors.kafka_io import PRODUCER_CONFIG
-
-    producer = Producer({"bootstrap.servers": env["KAFKA_BOOTSTRAP"], **PRODUCER_CONFIG})
-    topic = env["PULSE_TOPIC_OUTCOMES"]  # an output topic no pipeline reads
+    unread = env["PULSE_TOPIC_OUTCOMES"]  # a topic no pipeline reads
+    records = RecordLog(env["KAFKA_BOOTSTRAP"], unread, unread)
     start = time.perf_counter()
-    for n, out in enumerate(outputs):
-        producer.produce(topic, out.payload, out.user_id.encode())
-        if n % 1000 == 0:
-            producer.poll(0)
-    producer.flush(30)
+    for out in outputs:
+        records.decision(out.user_id, out.payload)
+    records.flush()
     return len(outputs) / (time.perf_counter() - start)
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.kafka_source import PartitionGroupSource
 from operators.parse import Rejected
-from operators.user_state import DecisionOut, OutcomeOut
 from pulse.config import Settings
 
 log = logging.getLogger("pulse.kafka")
@@ -21,6 +20,9 @@ DEAD_LETTER_REASON_HEADER = "pulse-error"
 DEAD_LETTER_SOURCE_HEADER = "pulse-source"
 # Producer settings for the sinks: batch a little, keep ordering per partition, survive broker blips.
 PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "false", "acks": "all"}
+# The logs flush once per epoch: bound what may wait in memory meanwhile (then appending waits).
+LOG_QUEUE_CONFIG = {"queue.buffering.max.kbytes": "65536"}
+EXIT_FLUSH_S = 5.0
 
 
 class BrokerUnavailable(RuntimeError):
@@ -77,27 +79,64 @@ def _log_kafka_error(error: KafkaError) -> None:
     log.warning("kafka producer: %s", error)
 
 
-class _RecordLogPartition(StatelessSinkPartition[DecisionOut | OutcomeOut]):
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._topic = topic
-        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, "error_cb": _log_kafka_error})
+class RecordLog:
+    """The decision and outcome logs (Kafka topics, keyed by user id): records are produced without waiting.
+
+    The dataflow's `decide` step appends each decision and settled outcome as it is made, and calls
+    `flush` when Bytewax snapshots a user (the close of every epoch, before the epoch commits: see
+    operators.user_state). So no batch waits for the broker, yet an epoch commits only once its records
+    are in Kafka: after a crash the events of uncommitted epochs are replayed and their records produced
+    again (at-least-once; records keep their `decision_id`). One producer per process, shared by its
+    workers (librdkafka producers are thread-safe); a full local queue makes `append` wait (backpressure).
+    """
+
+    def __init__(self, bootstrap: str, decisions_topic: str, outcomes_topic: str) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, **LOG_QUEUE_CONFIG,
+                                   "error_cb": _log_kafka_error})
+        self._decisions, self._outcomes = decisions_topic, outcomes_topic
         self._failure: KafkaError | None = None
+        self._unflushed = False
+        # At exit (or when dropped), deliver what is still queued; bounded: the broker may be gone.
+        weakref.finalize(self, self._producer.flush, EXIT_FLUSH_S)
 
-    def write_batch(self, items: list[DecisionOut | OutcomeOut]) -> None:
-        """Produce the batch and wait for its delivery (Bytewax commits the epoch only after the sinks return).
+    def decision(self, user_id: str, payload: bytes) -> None:
+        """Append a decision record."""
+        self._append(self._decisions, user_id, payload)
 
-        Raises KafkaException if a record could not be delivered (after librdkafka's retries): the
-        dataflow stops and, with recovery, resumes from the last committed epoch without losing records.
+    def outcome(self, user_id: str, payload: bytes) -> None:
+        """Append an outcome (attribution) record."""
+        self._append(self._outcomes, user_id, payload)
+
+    def _append(self, topic: str, user_id: str, payload: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, payload, user_id.encode(), on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.1)
+        self._unflushed = True  # set after the produce: a flush that clears it covers this record
+
+    def pending(self) -> int:
+        """Records appended and not yet delivered (or failed)."""
+        return len(self._producer)
+
+    def poll(self) -> None:
+        """Serve delivery reports without waiting; raises KafkaException if a record could not be delivered."""
+        self._producer.poll(0)
+        self._raise_failure()
+
+    def flush(self) -> None:
+        """Wait until every record appended so far is delivered.
+
+        Raises KafkaException if one could not be (after librdkafka's retries): the dataflow stops and,
+        with recovery, resumes from the last committed epoch without losing records.
         """
-        produce, topic, delivered = self._producer.produce, self._topic, self._on_delivery
-        for record in items:
-            while True:
-                try:
-                    produce(topic, record.payload, record.user_id.encode(), on_delivery=delivered)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self._producer.poll(0.1)
-        self._producer.flush()
+        if self._unflushed:
+            self._unflushed = False
+            self._producer.flush()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
         if self._failure is not None:
             raise KafkaException(self._failure)
 
@@ -105,33 +144,10 @@ class _RecordLogPartition(StatelessSinkPartition[DecisionOut | OutcomeOut]):
         if error is not None and self._failure is None:
             self._failure = error
 
-    def close(self) -> None:
-        self._producer.flush()
 
-
-class RecordLogSink(DynamicSink[DecisionOut | OutcomeOut]):
-    """Appends decision or outcome records to a topic, keyed by user id (per-user order kept within a partition).
-
-    Like Bytewax's KafkaSink, but takes the records themselves: no message object per record.
-    """
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RecordLogPartition:
-        """One producer per worker."""
-        return _RecordLogPartition(self._bootstrap, self._topic)
-
-
-def decision_log_sink(settings: Settings) -> RecordLogSink:
-    """Sink of the decisions topic (every decision with its explanation)."""
-    return RecordLogSink(settings.kafka_bootstrap, settings.topic_decisions)
-
-
-def outcome_log_sink(settings: Settings) -> RecordLogSink:
-    """Sink of the outcomes topic (attribution join results)."""
-    return RecordLogSink(settings.kafka_bootstrap, settings.topic_outcomes)
+def record_log(settings: Settings) -> RecordLog:
+    """The process's decision and outcome logs."""
+    return RecordLog(settings.kafka_bootstrap, settings.topic_decisions, settings.topic_outcomes)
 
 
 def dead_letter_sink(settings: Settings) -> KafkaSink:

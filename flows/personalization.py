@@ -7,9 +7,12 @@ the environment (see pulse.config / README).
     catalog_in ─ apply_catalog ─ split_catalog ─(item)─ catalog_redis_out      (every worker reads every item)
                                       └─(invalid)──────────┐
     kafka_in ─ parse ─ split_valid ─(invalid)──────── all_invalid ─ to_dead_letter ─ dead_letter_out
-                             └─(valid)─ key_by_user ─ decide ─ split_outcomes ─(decision)─┬─ redis_out (latest + PUBLISH)
-                                                                   │                     └─ decision_log_out
-                                                                   └─(outcome)─ outcome_log_out
+                             └─(valid)─ key_by_user ─ decide ─ unkey ─ redis_out (latest + PUBLISH)
+                                                          └─ decision and outcome logs (connectors.kafka_io.RecordLog)
+
+`decide` appends each decision and settled outcome to the log topics itself and flushes them when Bytewax
+snapshots the user, at the close of each epoch: the epoch commits only after its records are in Kafka,
+and no batch waits for the broker in between (an output step can only wait for delivery on every batch).
 """
 
 from __future__ import annotations
@@ -21,13 +24,7 @@ from bytewax.dataflow import Dataflow
 
 from connectors.checkpoint import bytewax_run_argv, checkpoint_for, recovery_options
 from connectors.catalog import CatalogSource, RedisCatalogSink
-from connectors.kafka_io import (
-    dead_letter_sink,
-    decision_log_sink,
-    event_source,
-    outcome_log_sink,
-    to_dead_letter_message,
-)
+from connectors.kafka_io import dead_letter_sink, event_source, record_log, to_dead_letter_message
 from connectors.model_control import ModelAckSink, ModelCommandSource
 from connectors.redis_sink import RedisDecisionSink
 from online_models.registry import ModelRegistry
@@ -37,7 +34,7 @@ from operators.model_commands import ModelCommandRunner
 from operators.metrics import engine_metrics, serve_engine_metrics
 from operators.parse import Accepted, EventParser
 from operators.privacy import Pseudonymizer
-from operators.user_state import DecisionOut, user_logic_builder
+from operators.user_state import user_logic_builder
 from pulse.config import Settings
 from pulse.runtime import tune_garbage_collector
 
@@ -89,13 +86,9 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
         accepted = op.map("pseudonymize", accepted, Pseudonymizer(settings.pseudonymize_key))
     by_user = op.key_on("key_by_user", accepted, lambda accepted: accepted.event["user_id"])
     checkpoint = checkpoint_for(engine, argv or [], os.environ)
-    user_logic = user_logic_builder(engine, checkpoint, idle_ttl_s=settings.decision_ttl_s)
-    results = op.key_rm("unkey", op.stateful_batch("decide", by_user, user_logic))
-    split = op.branch("split_outcomes", results, lambda result: isinstance(result, DecisionOut))
-    decisions, outcomes = split.trues, split.falses
+    user_logic = user_logic_builder(engine, checkpoint, record_log(settings), idle_ttl_s=settings.decision_ttl_s)
+    decisions = op.key_rm("unkey", op.stateful_batch("decide", by_user, user_logic))
     op.output("redis_out", decisions, RedisDecisionSink(settings))
-    op.output("decision_log_out", decisions, decision_log_sink(settings))
-    op.output("outcome_log_out", outcomes, outcome_log_sink(settings))
     return flow
 
 
