@@ -20,8 +20,11 @@ DEAD_LETTER_REASON_HEADER = "pulse-error"
 DEAD_LETTER_SOURCE_HEADER = "pulse-source"
 # Producer settings for the sinks: batch a little, keep ordering per partition, survive broker blips.
 PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "false", "acks": "all"}
-# The logs flush once per epoch: bound what may wait in memory meanwhile (then appending waits).
-LOG_QUEUE_CONFIG = {"queue.buffering.max.kbytes": "65536"}
+# The logs: nothing waits for a record until the epoch's flush (which sends at once, whatever the linger), so
+# records linger 50 ms to go in fewer, larger requests (less broker CPU); bound what may wait in memory
+# meanwhile (then appending waits); report deliveries only when they fail (no Python call per record).
+LOG_PRODUCER_CONFIG = {**PRODUCER_CONFIG, "linger.ms": "50", "queue.buffering.max.kbytes": "65536",
+                       "delivery.report.only.error": True}
 EXIT_FLUSH_S = 5.0
 
 
@@ -91,8 +94,8 @@ class RecordLog:
     """
 
     def __init__(self, bootstrap: str, decisions_topic: str, outcomes_topic: str) -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG, **LOG_QUEUE_CONFIG,
-                                   "error_cb": _log_kafka_error})
+        self._producer = Producer({"bootstrap.servers": bootstrap, **LOG_PRODUCER_CONFIG,
+                                   "on_delivery": self._on_delivery, "error_cb": _log_kafka_error})
         self._decisions, self._outcomes = decisions_topic, outcomes_topic
         self._failure: KafkaError | None = None
         self._unflushed = False
@@ -110,7 +113,7 @@ class RecordLog:
     def _append(self, topic: str, user_id: str, payload: bytes) -> None:
         while True:
             try:
-                self._producer.produce(topic, payload, user_id.encode(), on_delivery=self._on_delivery)
+                self._producer.produce(topic, payload, user_id.encode())
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.1)

@@ -11,13 +11,15 @@ import uuid
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors import kafka_io
 from connectors.kafka_io import RecordLog
 from operators.engine import EngineConfig, PersonalizationEngine
 from operators.parse import Accepted
 from operators.user_state import user_logic_builder
+from pulse.localservers import free_port
 
 NOW = 1_763_900_000_000
 WINDOW_MS = 60_000
@@ -79,3 +81,13 @@ def test_a_forgotten_users_records_are_delivered_at_once(logs) -> None:
     assert discard and out[-1].forget
     assert records.pending() == 0, "no snapshot follows a discarded state: the batch itself waits for delivery"
     assert [d["decision_id"] for d in _read(bootstrap, decisions, 2)] == ["d-cy-e0", "d-cy-e1"]
+
+
+def test_a_record_that_cannot_be_delivered_fails_the_flush(monkeypatch) -> None:
+    """Delivery reports come only for failures: the failure must still reach flush (and stop the dataflow)."""
+    monkeypatch.setitem(kafka_io.LOG_PRODUCER_CONFIG, "message.timeout.ms", "500")
+    records = RecordLog(f"127.0.0.1:{free_port()}", "decisions", "outcomes")  # no broker listens there
+    records.decision("dee", b'{"decision_id": "d-dee-e0"}')
+    with pytest.raises(KafkaException) as failure:
+        records.flush()
+    assert failure.value.args[0].code() == KafkaError._MSG_TIMED_OUT
