@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
@@ -94,10 +95,12 @@ class RecordLog:
     """
 
     def __init__(self, bootstrap: str, decisions_topic: str, outcomes_topic: str) -> None:
+        # Failed deliveries; the producer's callback holds this list, not self (no cycle keeps self alive).
+        self._failures: list[KafkaError] = []
         self._producer = Producer({"bootstrap.servers": bootstrap, **LOG_PRODUCER_CONFIG,
-                                   "on_delivery": self._on_delivery, "error_cb": _log_kafka_error})
+                                   "on_delivery": functools.partial(_keep_failure, self._failures),
+                                   "error_cb": _log_kafka_error})
         self._decisions, self._outcomes = decisions_topic, outcomes_topic
-        self._failure: KafkaError | None = None
         self._unflushed = False
         # At exit (or when dropped), deliver what is still queued; bounded: the broker may be gone.
         weakref.finalize(self, self._producer.flush, EXIT_FLUSH_S)
@@ -140,12 +143,13 @@ class RecordLog:
         self._raise_failure()
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise KafkaException(self._failure)
+        if self._failures:
+            raise KafkaException(self._failures[0])
 
-    def _on_delivery(self, error: KafkaError | None, _message: object) -> None:
-        if error is not None and self._failure is None:
-            self._failure = error
+
+def _keep_failure(failures: list[KafkaError], error: KafkaError | None, _message: object) -> None:
+    if error is not None and not failures:  # the first failure is the one raised
+        failures.append(error)
 
 
 def record_log(settings: Settings) -> RecordLog:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 
 import orjson
 import pytest
@@ -91,3 +92,11 @@ def test_a_record_that_cannot_be_delivered_fails_the_flush(monkeypatch) -> None:
     with pytest.raises(KafkaException) as failure:
         records.flush()
     assert failure.value.args[0].code() == KafkaError._MSG_TIMED_OUT
+
+
+def test_a_dropped_log_is_freed_at_once() -> None:
+    """No reference cycle keeps a dropped log (and its producer, reconnecting to a broker maybe gone) alive."""
+    records = RecordLog(f"127.0.0.1:{free_port()}", "decisions", "outcomes")
+    dropped = weakref.ref(records)
+    del records
+    assert dropped() is None
