@@ -1,49 +1,22 @@
-"""DecisionLatencyMonitor against a real redis-server on a free loopback port."""
+"""DecisionLatencyMonitor against the session's real redis-server."""
 
 from __future__ import annotations
 
 import math
-import shutil
-import socket
-import subprocess
 import time
-from typing import Iterator
 
 import orjson
 import pytest
 import redis
 
+from pulse.localservers import LocalServer
 from simulator import DecisionLatencyMonitor
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server not installed")
-    port = _free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+def redis_url(redis_server: LocalServer) -> str:
+    """The session's redis-server (tests/conftest.py)."""
+    return f"redis://127.0.0.1:{redis_server.port}/0"
 
 
 def _wait_for(monitor: DecisionLatencyMonitor, count: int, timeout_s: float = 5.0) -> None:
