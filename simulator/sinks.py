@@ -21,29 +21,52 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
+class DeliveryErrors:
+    """A producer's delivery callback: counts failed deliveries and keeps the last error.
+
+    The producer holds this object rather than a bound method of its owner: a bound method would make a
+    reference cycle that keeps a dropped sink, and its producer reconnecting to a broker maybe gone, alive.
+    """
+
+    __slots__ = ("count", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: KafkaError | None = None
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.count += 1
+            self.last = err
+
+
 class KafkaEventSink:
     """Produces each event to its topic with key = user_id; delivery errors are counted in `delivery_errors`."""
 
     def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None, flush_timeout_s: float = 30.0) -> None:
+        self._errors = DeliveryErrors()
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "linger.ms": 2,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 500_000,
             "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._errors,
         }
         conf.update(config or {})
         self._producer = Producer(conf)
         self._flush_timeout_s = flush_timeout_s
         self._unpolled = 0
-        self.delivery_errors = 0
-        self.last_error: KafkaError | None = None
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self.delivery_errors += 1
-            self.last_error = err
+    @property
+    def delivery_errors(self) -> int:
+        """How many events could not be delivered."""
+        return self._errors.count
+
+    @property
+    def last_error(self) -> KafkaError | None:
+        """The last delivery error, if any."""
+        return self._errors.last
 
     def send(self, event: SimEvent) -> None:
         """Queue one event; when the local queue is full, serve delivery reports until there is room."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import time
 import uuid
+import weakref
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
+from pulse.localservers import free_port
 from simulator import EventGenerator, JsonLinesSink, KafkaEventSink, SimulationConfig, World, send_events
 
 START_MS = 1_700_000_000_000
@@ -109,3 +112,19 @@ def test_kafka_sink_delivers_keyed_events(kafka_server) -> None:
             expected.remove(event["event_id"])
     consumer.close()
     assert not expected, f"{len(expected)} events not delivered"
+
+
+def test_kafka_sink_counts_undeliverable_events() -> None:
+    sink = KafkaEventSink(f"127.0.0.1:{free_port()}", config={"message.timeout.ms": 500}, flush_timeout_s=10)  # no broker
+    sink.send(next(iter(generator().events(1))))
+    sink.close()  # returns once the event has timed out
+    assert sink.delivery_errors == 1
+    assert sink.last_error is not None and sink.last_error.code() == KafkaError._MSG_TIMED_OUT
+
+
+def test_a_dropped_kafka_sink_is_freed_at_once() -> None:
+    """No reference cycle keeps a dropped sink (and its producer, reconnecting to a broker maybe gone) alive."""
+    sink = KafkaEventSink(f"127.0.0.1:{free_port()}")
+    dropped = weakref.ref(sink)
+    del sink
+    assert dropped() is None
