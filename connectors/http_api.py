@@ -110,13 +110,15 @@ class HttpApi:
         log.info("HTTP API and dashboard on http://%s:%d/", self._settings.gateway_host, self.port)
 
     async def stop(self) -> None:
-        """Close the server, the engine scraper and the Kafka producer (delivering what it holds)."""
+        """Close the server, the engine scraper and the Kafka producer (delivering what it holds, then releasing it:
+        a stopped API may outlive its broker, and a kept producer would go on reconnecting to it)."""
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
         if self._producer is not None:
-            await asyncio.to_thread(self._producer.close)
+            producer, self._producer = self._producer, None
+            await asyncio.to_thread(producer.close)
 
     # -- auth -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from typing import Any
 
 import aiohttp
@@ -100,7 +101,9 @@ def test_ingest_validates_and_produces_to_the_right_topic(kafka_server: LocalSer
                 status, text = await call(session, "GET", f"{base}/metrics?token={OPERATOR}")
                 assert status == 200 and b'pulse_ingest_events_total{status="accepted",topic="clickstream"} 2.0' in text
         finally:
+            producer = weakref.ref(gateway.http.producer)
             await gateway.stop()
+        assert producer() is None  # released by stop, though the gateway object lives on
 
     asyncio.run(scenario())
     clicks = read_all(settings.kafka_bootstrap, settings.topic_clickstream, 2)
