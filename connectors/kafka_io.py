@@ -39,6 +39,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
+        # Release the client now: held by the traceback's frame, it would go on reconnecting (and logging) until exit.
+        del admin
         raise BrokerUnavailable(f"Kafka at {settings.kafka_bootstrap} is unreachable: {exc}") from None
     wanted = [*settings.input_topics, settings.topic_items, settings.topic_decisions, settings.topic_outcomes,
               settings.topic_dead_letter]
