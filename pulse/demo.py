@@ -85,6 +85,7 @@ def _servers(settings: Settings) -> Iterator[Settings]:
         settings = _demo_security_and_ports(settings)
         yield settings
     finally:
+        _ignore_stop_signals()
         for server in reversed(started):
             server.stop()
 
@@ -132,6 +133,16 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def _ignore_stop_signals() -> None:
+    """From here on SIGINT and SIGTERM are ignored, so that shutdown runs to its end.
+
+    The children run in sessions of their own and get no signal from the terminal: a second Ctrl-C that
+    interrupted the shutdown would leave them running. Every wait of the shutdown is bounded.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"{name}.log", "wb")
@@ -144,29 +155,38 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     with _servers(settings) as settings:
         ensure_topics(settings)
         env = _child_env(settings)
-        engine = _spawn("engine", [sys.executable, "-m", "pulse.cli", "run", "--no-create-topics", "-w", str(args.workers)], env)
-        gateway = _spawn("gateway", [sys.executable, "-m", "pulse.cli", "gateway"], env)
-        monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*")
-        sink = CountingSink(KafkaEventSink(settings.kafka_bootstrap, config=DEMO_PRODUCER_CONFIG))
+        children: list[subprocess.Popen] = []
         stop_sending = threading.Event()
-        sender = threading.Thread(target=_send, args=(args, settings, sink, stop_sending), name="simulator", daemon=True)
+        sender: threading.Thread | None = None
+        monitor: DecisionLatencyMonitor | None = None
+        sink: CountingSink | None = None
         try:
+            children.append(_spawn("engine", [sys.executable, "-m", "pulse.cli", "run", "--no-create-topics",
+                                              "-w", str(args.workers)], env))
+            children.append(_spawn("gateway", [sys.executable, "-m", "pulse.cli", "gateway"], env))
+            monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*")
+            sink = CountingSink(KafkaEventSink(settings.kafka_bootstrap, config=DEMO_PRODUCER_CONFIG))
+            sender = threading.Thread(target=_send, args=(args, settings, sink, stop_sending), name="simulator",
+                                      daemon=True)
             wait_for_port(settings.gateway_port, host=settings.gateway_host)
-            _await_engine(settings, engine)
+            _await_engine(settings, children[0])
             _print_banner(settings)
             sender.start()
-            return _status_loop(sender, sink, monitor, [engine, gateway])
+            return _status_loop(sender, sink, monitor, children)
         except KeyboardInterrupt:
             print("\nstopping...", file=sys.stderr)
             return 0
         finally:
+            _ignore_stop_signals()
             # The simulator stops first, so that nothing is produced after the final flush below.
             stop_sending.set()
-            if sender.ident is not None:
+            if sender is not None and sender.ident is not None:
                 sender.join(STOP_WAIT_S)
-            monitor.stop()
-            stop_processes(engine, gateway, timeout_s=STOP_WAIT_S)
-            sink.close()
+            if monitor is not None:
+                monitor.stop()
+            stop_processes(*children, timeout_s=STOP_WAIT_S)
+            if sink is not None:
+                sink.close()
             print(f"stopped; logs in {LOG_DIR}/", file=sys.stderr)
 
 

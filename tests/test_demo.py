@@ -43,8 +43,9 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_signal: int) -> None:
+@pytest.mark.parametrize(("stop_signal", "repeated"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-pressed-again-during-shutdown"])
+def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_signal: int, repeated: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PULSE_GATEWAY_PORT")}
     env["PYTHONPATH"] = str(ROOT)
     # Started with SIGINT ignored, as from a background job: Ctrl-C must work all the same.
@@ -69,7 +70,9 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
         deadline = time.monotonic() + 30
         while demo.poll() is None and time.monotonic() < deadline:  # keep draining: a full pipe would block it
             output += demo.stdout.read() or b""
-            time.sleep(0.2)
+            time.sleep(0.1)
+            if repeated and demo.poll() is None:  # an impatient user: every wait of the shutdown gets interrupted
+                demo.send_signal(stop_signal)
         if demo.poll() is None:
             demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
             time.sleep(1.0)
