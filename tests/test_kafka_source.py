@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -84,3 +85,48 @@ def test_starting_at_the_end_reads_only_new_records(topics) -> None:
     finally:
         part.close()
 
+
+
+def test_a_workers_groups_share_one_consumer_and_each_reads_only_its_own_partitions(topics) -> None:
+    bootstrap, names = topics
+    source = PartitionGroupSource(bootstrap, names, OFFSET_BEGINNING, batch_size=3)  # small batches: many deals
+    parts = [source.build_part("kafka_in", f"partition-{p}", None) for p in (0, 1)]
+    closed: list[int] = []
+    try:
+        assert parts[0]._worker is parts[1]._worker, "one fetch loop per worker, not one per partition group"
+        for p, part in enumerate(parts):
+            values = read_all(part, 10)
+            assert sorted(values) == sorted(f"{name}/{p}/{n}".encode() for name in names for n in range(5))
+            assert part.snapshot() == {(names[0], p): 5, (names[1], p): 5}
+        parts[0].close()
+        closed.append(0)
+        produce(bootstrap, names, range(5, 6))
+        assert sorted(read_all(parts[1], 2)) == sorted(f"{name}/1/5".encode() for name in names), \
+            "the other group reads on after one closes"
+        assert read_all(parts[1], 1, timeout_s=1.0) == [], "nothing of the closed group's partitions is dealt to it"
+    finally:
+        for p, part in enumerate(parts):
+            if p not in closed:
+                part.close()
+    assert source._worker_consumers == {}, "the last group to close releases the worker's consumer"
+
+
+def test_groups_built_on_different_workers_have_their_own_consumers(topics) -> None:
+    bootstrap, names = topics
+    source = PartitionGroupSource(bootstrap, names, OFFSET_BEGINNING)
+    parts: dict[int, object] = {}
+
+    def build(p: int) -> None:
+        parts[p] = source.build_part("kafka_in", f"partition-{p}", None)
+
+    threads = [threading.Thread(target=build, args=(p,)) for p in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert parts[0]._worker is not parts[1]._worker
+        assert sorted(read_all(parts[0], 10)) == sorted(f"{name}/0/{n}".encode() for name in names for n in range(5))
+    finally:
+        for part in parts.values():
+            part.close()
