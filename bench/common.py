@@ -56,7 +56,8 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def machine() -> dict[str, Any]:
     """Where the figures were measured."""
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+    return {"python": platform.python_version(), "python_base_prefix": sys.base_prefix,  # which interpreter build
+            "python_build": " ".join(platform.python_build()), "cpus": os.cpu_count(), "platform": platform.platform(),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
