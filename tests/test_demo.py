@@ -82,6 +82,9 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
         while any(alive(pid) for pid in started) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in started if alive(pid)], "a process started by the demo survived the stop signal"
+        output += demo.stdout.read() or b""
+        after_stop = output.rpartition(b"stopped;")[2]
+        assert b"rdkafka" not in after_stop, "a Kafka client outlived the broker:\n" + after_stop.decode(errors="replace")
     finally:
         started |= children_of(demo.pid)
         if demo.poll() is None:
