@@ -187,7 +187,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             stop_processes(*children, timeout_s=STOP_WAIT_S)
             if sink is not None:
                 sink.close()
-            sink = None  # frees the producer before the broker stops, which it would log as a disconnect
             print(f"stopped; logs in {LOG_DIR}/", file=sys.stderr)
 
 

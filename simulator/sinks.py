@@ -88,8 +88,15 @@ class KafkaEventSink:
             raise TimeoutError(f"{remaining} messages still undelivered after {self._flush_timeout_s} s")
 
     def close(self) -> None:
-        """Flush outstanding messages."""
-        self.flush()
+        """Flush outstanding messages, then release the producer; the sink cannot send after this.
+
+        A producer kept by whoever still holds the closed sink would stay connected and log the broker's
+        going away.
+        """
+        try:
+            self.flush()
+        finally:
+            del self._producer
 
 
 class JsonLinesSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 import uuid
 import weakref
@@ -128,3 +129,12 @@ def test_a_dropped_kafka_sink_is_freed_at_once() -> None:
     dropped = weakref.ref(sink)
     del sink
     assert dropped() is None
+
+
+def test_closing_a_kafka_sink_releases_its_producer() -> None:
+    """A closed sink still referenced (by a finished sender thread, a caller's local) holds no producer."""
+    sink = KafkaEventSink(f"127.0.0.1:{free_port()}")
+    producer = sink._producer
+    held = sys.getrefcount(producer)
+    sink.close()
+    assert sys.getrefcount(producer) == held - 1
