@@ -68,8 +68,9 @@ class PartitionGroupSource(FixedPartitionedSource[Message, Offsets]):
         worker = threading.get_ident()
         consumer = self._worker_consumers.get(worker)
         if consumer is None:
-            consumer = self._worker_consumers[worker] = _WorkerConsumer(self._new_consumer(), self._batch_size)
-        return _PartitionGroup(consumer, index, offsets, step_id, on_last_close=lambda: self._worker_consumers.pop(worker))
+            consumer = self._worker_consumers[worker] = _WorkerConsumer(
+                self._new_consumer(), self._batch_size, on_close=lambda: self._worker_consumers.pop(worker))
+        return _PartitionGroup(consumer, index, offsets, step_id)
 
     def _new_consumer(self) -> Consumer:
         config = {"bootstrap.servers": self._bootstrap, "group.id": "pulse-unused",  # offsets live in recovery state
@@ -96,9 +97,10 @@ class _WorkerConsumer:
     group waits in the buffers. Messages keep their order within a topic partition.
     """
 
-    def __init__(self, consumer: Consumer, batch_size: int) -> None:
+    def __init__(self, consumer: Consumer, batch_size: int, on_close: Callable[[], object]) -> None:
         self.consumer = consumer
         self._batch_size = batch_size
+        self._on_close = on_close
         self._buffers: dict[int, list[Message]] = {}  # partition index -> messages fetched, not yet taken
 
     def join(self, index: int, offsets: Offsets) -> None:
@@ -119,24 +121,22 @@ class _WorkerConsumer:
         buffers[index] = []
         return own
 
-    def leave(self, index: int, offsets: Offsets) -> bool:
-        """Stop reading group `index`; close the consumer after the last group. True if it was the last."""
+    def leave(self, index: int, offsets: Offsets) -> None:
+        """Stop reading group `index`; after the last group, close the consumer and call `on_close`."""
         del self._buffers[index]
         if self._buffers:
             self.consumer.incremental_unassign([TopicPartition(topic, p) for topic, p in offsets])
-            return False
-        self.consumer.close()
-        return True
+        else:
+            self.consumer.close()
+            self._on_close()
 
 
 class _PartitionGroup(StatefulSourcePartition[Message, Offsets]):
-    def __init__(self, worker: _WorkerConsumer, index: int, offsets: Offsets, step_id: str,
-                 on_last_close: Callable[[], object]) -> None:
+    def __init__(self, worker: _WorkerConsumer, index: int, offsets: Offsets, step_id: str) -> None:
         self._worker = worker
         self._index = index
         self._offsets = offsets
         self._step_id = step_id
-        self._on_last_close = on_last_close
         self._lag_due = 0.0
         worker.join(index, offsets)
 
@@ -167,5 +167,4 @@ class _PartitionGroup(StatefulSourcePartition[Message, Offsets]):
 
     def close(self) -> None:
         """Stop reading; the worker's consumer leaves the broker with its last group."""
-        if self._worker.leave(self._index, self._offsets):
-            self._on_last_close()
+        self._worker.leave(self._index, self._offsets)

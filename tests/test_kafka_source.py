@@ -86,7 +86,6 @@ def test_starting_at_the_end_reads_only_new_records(topics) -> None:
         part.close()
 
 
-
 def test_a_workers_groups_share_one_consumer_and_each_reads_only_its_own_partitions(topics) -> None:
     bootstrap, names = topics
     source = PartitionGroupSource(bootstrap, names, OFFSET_BEGINNING, batch_size=3)  # small batches: many deals
