@@ -43,20 +43,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages: venv for Debian's Python, redis-server, and chromium for the browser tests (the Kafka-compatible
-# broker comes from PyPI).
+# broker comes from PyPI). Installed with apt-get, through sudo unless root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq
 system-deps:
-	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || { \
-		echo "installing python3-venv"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv; fi; }
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || { echo "installing python3-venv"; $(APT_INSTALL) python3-venv; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server"; $(APT_INSTALL) redis-server; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium (browser tests drive it with Playwright; nothing is downloaded at run time)"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+		$(APT_INSTALL) chromium; }
 
 clean:
 	rm -rf $(VENV) .pulse .pytest_cache
