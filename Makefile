@@ -28,7 +28,7 @@ bench: install
 	$(BIN)/python -m bench.latency --rates 1000 2000 5000 0 --json
 	$(BIN)/python -m bench.engine_latency --rates 1000 2000 3000 --json
 	$(BIN)/python -m bench.state --json
-	$(BIN)/python -m bench.fanout --subscribers 2000 10000 --json
+	$(BIN)/python -m bench.fanout --subscribers 2000 10000 --rates 2000 5000 10000 --json
 	$(BIN)/python -m bench.plot
 
 # Quix Streams (throughput baseline) pins an older confluent-kafka: it gets a venv of its own.
