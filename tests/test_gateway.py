@@ -395,6 +395,85 @@ def test_origin_allow_list_rate_limit_and_idle_timeout(redis_server: LocalServer
     asyncio.run(scenario())
 
 
+class SilentPeer:
+    """A WebSocket client on a raw socket that reads frames but never answers a ping (a dead browser tab)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "SilentPeer":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        return cls(reader, writer)
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next (opcode, payload) from the server (its frames are unmasked)."""
+        first, length = await self.reader.readexactly(2)
+        length &= 0x7F
+        if length >= 126:
+            length = int.from_bytes(await self.reader.readexactly(2 if length == 126 else 8), "big")
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+PING, CLOSE = 0x9, 0x8
+
+
+def test_keepalive_closes_a_peer_that_never_answers_and_keeps_live_clients(
+        redis_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_module, "KEEPALIVE_S", 0.3)
+    monkeypatch.setattr(gateway_module, "KEEPALIVE_TIMEOUT_S", 0.5)
+
+    async def scenario() -> None:
+        settings = make_settings(redis_server.port)
+        async with running(settings) as (gateway, engine), connect(url(gateway, "?user_id=alice")) as live:
+            assert await recv(live) == {"type": "subscribed", "user_id": "alice"}
+            silent = await SilentPeer.open(gateway.port)
+            try:
+                assert (await asyncio.wait_for(silent.frame(), 2.0))[0] == PING
+                opcode, payload = await asyncio.wait_for(silent.frame(), 2.0)
+                assert opcode == CLOSE and int.from_bytes(payload[:2], "big") == 1011
+                assert payload[2:] == b"keepalive ping timeout"
+            finally:
+                silent.close()
+            await asyncio.sleep(1.0)  # several more keepalive rounds: the live client answers them all
+            await engine.publish(settings.decision_channel("alice"), decision("alice", 1))
+            assert (await recv(live))["decision"]["seq"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_keepalive_pings_of_connections_opened_together_are_spread_over_the_interval(
+        redis_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise N connections opened at once (browsers reconnecting after a restart) are pinged in one burst
+    every interval, and 10k pings stall every delivery for most of a second."""
+    monkeypatch.setattr(gateway_module, "KEEPALIVE_S", 1.0)
+
+    async def first_ping_s(peer: SilentPeer, opened: float) -> float:
+        while (await peer.frame())[0] != PING:
+            pass
+        return time.monotonic() - opened
+
+    async def scenario() -> None:
+        async with running(make_settings(redis_server.port, PULSE_GATEWAY_IDLE_S="60")) as (gateway, _):
+            peers = await asyncio.gather(*(SilentPeer.open(gateway.port) for _ in range(20)))
+            opened = time.monotonic()
+            try:
+                delays = await asyncio.wait_for(asyncio.gather(*(first_ping_s(p, opened) for p in peers)), 5.0)
+            finally:
+                for peer in peers:
+                    peer.close()
+        assert max(delays) < 1.5
+        assert max(delays) - min(delays) > 0.4, delays  # 20 uniform draws over 1 s: a range under 0.4 s has p < 1e-6
+
+    asyncio.run(scenario())
+
+
 def test_auth_can_only_be_disabled_explicitly_without_a_secret(redis_server: LocalServer) -> None:
     with pytest.raises(ConfigError, match="PULSE_GATEWAY_INSECURE"):
         asyncio.run(Gateway(make_settings(redis_server.port, PULSE_GATEWAY_SECRET="")).start())
