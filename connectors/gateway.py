@@ -24,11 +24,6 @@ Server -> client:
 - ``{"type": "error", "error": "..."}`` for an invalid message or a refused subscription (missing,
   malformed, forged or expired token, or a token for another user); the connection stays open.
 
-Keepalive: the gateway pings every connection every ``KEEPALIVE_S`` seconds and closes it (1011) when
-no pong comes within ``KEEPALIVE_TIMEOUT_S``. Each connection's first ping comes after a random share
-of the interval, so connections opened together (every browser reconnecting after a restart) never
-ping together: 10k synchronized pings stalled delivery for 0.5-0.8 s every 20 s.
-
 Limits: messages above ``MAX_CLIENT_MESSAGE`` bytes close the connection (code 1009); more than
 PULSE_GATEWAY_RATE messages per second (bursts of twice that) close it with 1008; a connection without
 any subscription for PULSE_GATEWAY_IDLE_S seconds is closed (1000); browsers whose ``Origin`` is not in
@@ -59,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import time
 from collections import deque
@@ -93,8 +87,6 @@ STARTUP_WAIT_S = 5.0
 RESYNC_BATCH = 500
 REAP_EVERY_S = 1.0
 STOP_WAIT_S = 10.0  # longest wait for each part of a shutdown (closing handshakes, background tasks)
-KEEPALIVE_S = 20.0  # between two pings of a connection
-KEEPALIVE_TIMEOUT_S = 20.0  # longest wait for a pong before the connection is closed
 
 _DECISION = b'{"type":"decision","decision":'
 _LATEST = b'{"type":"decision","latest":true,"decision":'
@@ -201,7 +193,6 @@ class Gateway:
             self._settings.gateway_port,
             process_request=self._process_request,
             compression=None,  # per-connection zlib state costs far more memory than it saves here
-            ping_interval=None,  # _keep_alive pings instead, spread over the interval
             max_size=MAX_CLIENT_MESSAGE,
             origins=self._origins,
         )
@@ -267,7 +258,6 @@ class Gateway:
         client = _Client(ws, self._settings.gateway_queue, self._totals, self._settings.gateway_rate)
         self._clients.add(client)
         sender = asyncio.create_task(client.send_forever())
-        keepalive = asyncio.create_task(_keep_alive(ws))
         try:
             query = parse_qs(urlsplit(ws.request.path).query)
             for user in query.get("user_id", [])[:1]:
@@ -289,8 +279,7 @@ class Gateway:
             for channel in client.channels:
                 self._unroute(client, channel)
             sender.cancel()
-            keepalive.cancel()
-            await asyncio.wait([sender, keepalive])
+            await asyncio.wait([sender])
 
     async def _on_message(self, client: _Client, message: str | bytes) -> None:
         try:
@@ -450,23 +439,6 @@ class Gateway:
                     frame = _LATEST + value + b"}"
                     for client in self._routes.get(channel, ()):
                         client.push(frame)
-
-
-async def _keep_alive(ws: ServerConnection) -> None:
-    """Ping every KEEPALIVE_S, the first time after a random share of it; close the connection on a missed pong."""
-    try:
-        await asyncio.sleep(random.uniform(0.0, KEEPALIVE_S))
-        while True:
-            pong = await ws.ping()
-            try:
-                await asyncio.wait_for(pong, KEEPALIVE_TIMEOUT_S)
-            except TimeoutError:
-                log.info("closing %s: no pong within %.0fs", ws.remote_address, KEEPALIVE_TIMEOUT_S)
-                await ws.close(1011, "keepalive ping timeout")
-                return
-            await asyncio.sleep(KEEPALIVE_S)
-    except ConnectionClosed:
-        pass
 
 
 async def serve_forever(settings: Settings) -> None:
