@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import random
+import time
 
 import orjson
 import pytest
@@ -11,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from operators.engine import PersonalizationEngine
 from operators.contracts import TOPIC_KIND_OF_TYPE
-from operators.metrics import EngineMetrics, Rolling, reason_class
+from operators.metrics import EngineMetrics, GatewayMetrics, Rolling, reason_class
 from operators.parse import EventParser
 
 TS = 1_763_900_000_000
@@ -80,3 +82,29 @@ def test_engine_metrics_follow_a_real_engine() -> None:
     assert value("pulse_model_quality", {"model": "churn", "measure": "auc"}) in (0.0, 0.5, 1.0)
     assert b"pulse_model_quality" in generate_latest(registry)
 
+
+
+
+def test_garbage_collector_pauses_are_timed_per_generation_in_engine_and_gateway_registries() -> None:
+    idle_gateway = {"connections": 0, "subscriptions": 0, "delivered": 0, "dropped": 0, "redis_connected": False}
+    registries = [CollectorRegistry(), GatewayMetrics(lambda: idle_gateway).registry]
+    EngineMetrics(registries[0])
+
+    def full_passes() -> list[tuple[float, float]]:
+        return [(r.get_sample_value("pulse_gc_pause_seconds_count", {"generation": "2"}),
+                 r.get_sample_value("pulse_gc_pause_seconds_sum", {"generation": "2"})) for r in registries]
+
+    gc.disable()  # no automatic pass in between: the one below is the only one counted
+    try:
+        held = [[{}] for _ in range(300_000)]  # a heap a full pass takes milliseconds to scan
+        before = full_passes()
+        started = time.perf_counter()
+        gc.collect()
+        elapsed = time.perf_counter() - started
+        after = full_passes()
+        del held
+    finally:
+        gc.enable()
+    for (count_before, sum_before), (count_after, sum_after) in zip(before, after):
+        assert count_after == count_before + 1
+        assert 0.5 * elapsed < sum_after - sum_before <= elapsed
