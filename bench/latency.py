@@ -42,7 +42,8 @@ PER_CONNECTION = 16
 
 
 async def ws_clients(port: int, users: list[str], received: list, stop: asyncio.Event) -> None:
-    """Subscribe to every user (16 per connection) and record (receive ms, decision) of each live decision."""
+    """Subscribe to every user (16 per connection) and record (receive ms, decision_id, event_ts, ingest_ts,
+    decided_ts) of each live decision."""
     import websockets
 
     from connectors.auth import mint_token
@@ -59,7 +60,10 @@ async def ws_clients(port: int, users: list[str], received: list, stop: asyncio.
                 now = time.time() * 1000.0
                 message = orjson.loads(frame)
                 if message.get("type") == "decision" and not message.get("latest"):
-                    received.append((now, message["decision"]))
+                    # Only atomic fields: a tuple of them is not tracked by the garbage collector. Keeping the
+                    # decision dicts made its full passes scan 10k decisions, pausing these clients 80-240 ms.
+                    d = message["decision"]
+                    received.append((now, d["decision_id"], d["event_ts"], d["ingest_ts"], d["decided_ts"]))
 
     groups = [users[i: i + PER_CONNECTION] for i in range(0, len(users), PER_CONNECTION)]
     tasks = []
@@ -122,15 +126,15 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
         log.close()
     heard = {d["decision_id"]: received for received, d in listener.decisions()}
     total, kafka, dataflow, redis_stage, gateway_stage = [], [], [], [], []
-    first = min((t for t, _ in received), default=0.0)
-    last = max((t for t, _ in received), default=0.0)
-    for now, d in received:
-        total.append(now - d["event_ts"])
-        kafka.append(d["ingest_ts"] - d["event_ts"])
-        dataflow.append(d["decided_ts"] - d["ingest_ts"])
-        at_redis = heard.get(d["decision_id"])
+    first = min((sample[0] for sample in received), default=0.0)
+    last = max((sample[0] for sample in received), default=0.0)
+    for now, decision_id, event_ts, ingest_ts, decided_ts in received:
+        total.append(now - event_ts)
+        kafka.append(ingest_ts - event_ts)
+        dataflow.append(decided_ts - ingest_ts)
+        at_redis = heard.get(decision_id)
         if at_redis is not None:
-            redis_stage.append(at_redis - d["decided_ts"])
+            redis_stage.append(at_redis - decided_ts)
             gateway_stage.append(now - at_redis)
     return {"rate": rate, "received": len(received), "sent": outcome["sent"],
             "delivered_per_s": len(received) / ((last - first) / 1000.0) if last > first else float("nan"),
