@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -23,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from operators.contracts import TOPIC_KIND_OF_TYPE
 
+T = TypeVar("T")
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 QUALITY_WINDOW = 1000
 HIT_RATE_USERS = 50_000  # users whose previous top-k is remembered for the hit rate (LRU)
@@ -199,17 +200,28 @@ class _GcPauseClock:
             self.pauses.observe(str(info["generation"]), time.perf_counter() - self._started)
 
 
-_gc_clock: _GcPauseClock | None = None
-_gc_clock_lock = threading.Lock()
+class _PerProcess(Generic[T]):
+    """One `make()` per process, made on the first `get()` (thread-safe)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """The process's one value."""
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+
+_gc_clock = _PerProcess(_GcPauseClock)
 
 
 def gc_pauses() -> _StageLatency:
     """The process's garbage-collector pause histogram (its hook is installed on first use); register it where needed."""
-    global _gc_clock
-    with _gc_clock_lock:
-        if _gc_clock is None:
-            _gc_clock = _GcPauseClock()
-        return _gc_clock.pauses
+    return _gc_clock.get().pauses
 
 
 class EngineMetrics:
@@ -295,17 +307,13 @@ class EngineMetrics:
                 self._last_top.popitem(last=False)
 
 
-_engine_metrics: EngineMetrics | None = None
-_engine_lock = threading.Lock()
+_engine_metrics = _PerProcess(EngineMetrics)
+_serving_lock = threading.Lock()
 
 
 def engine_metrics() -> EngineMetrics:
     """The process's engine metrics (created on first use, in the default registry)."""
-    global _engine_metrics
-    with _engine_lock:
-        if _engine_metrics is None:
-            _engine_metrics = EngineMetrics()
-        return _engine_metrics
+    return _engine_metrics.get()
 
 
 _served_ports: set[int] = set()
@@ -316,7 +324,7 @@ def serve_engine_metrics(port: int, host: str = "0.0.0.0") -> bool:
     if port <= 0:
         return False
     engine_metrics()
-    with _engine_lock:
+    with _serving_lock:
         if port not in _served_ports:
             start_http_server(port, addr=host)
             _served_ports.add(port)
