@@ -151,31 +151,32 @@ class _CounterFamily:
         yield family
 
 
-class _StageLatency:
-    """Per-stage latency histograms backed by `ThreadCounts`: an observation is a bisect and two additions."""
+class _DurationHistogram:
+    """Histograms of durations (s), one per value of a label, backed by `ThreadCounts`: an observation is a bisect
+    and two additions. Registered in `registry` when given (one may be registered in several)."""
 
-    def __init__(self, name: str, documentation: str, stages: tuple[str, ...], buckets: tuple[float, ...],
-                 registry: CollectorRegistry | None, label: str = "stage") -> None:
-        self._name, self._documentation, self._stages, self._buckets = name, documentation, stages, buckets
-        self._label = label
+    def __init__(self, name: str, documentation: str, label: str, values: tuple[str, ...], buckets: tuple[float, ...],
+                 registry: CollectorRegistry | None) -> None:
+        self._name, self._documentation, self._label, self._values = name, documentation, label, values
+        self._buckets = buckets
         self.counts = ThreadCounts()
         if registry is not None:
             registry.register(self)
 
-    def observe(self, stage: str, seconds: float) -> None:
-        """Add one observation of `stage`."""
-        self.counts.add((stage, bisect.bisect_left(self._buckets, seconds)))  # bucket i: <= buckets[i]; last: +Inf
-        self.counts.add((stage, "sum"), seconds)
+    def observe(self, value: str, seconds: float) -> None:
+        """Add one observation under label `value`."""
+        self.counts.add((value, bisect.bisect_left(self._buckets, seconds)))  # bucket i: <= buckets[i]; last: +Inf
+        self.counts.add((value, "sum"), seconds)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         totals = self.counts.totals()
         family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
-        for stage in self._stages:
+        for value in self._values:
             cumulative, buckets = 0, []
             for index, bound in enumerate((*self._buckets, math.inf)):
-                cumulative += int(totals.get((stage, index), 0))
+                cumulative += int(totals.get((value, index), 0))
                 buckets.append((floatToGoString(bound), cumulative))
-            family.add_metric([stage], buckets, totals.get((stage, "sum"), 0.0))
+            family.add_metric([value], buckets, totals.get((value, "sum"), 0.0))
         yield family
 
 
@@ -187,9 +188,9 @@ class _GcPauseClock:
     """
 
     def __init__(self) -> None:
-        self.pauses = _StageLatency("pulse_gc_pause_seconds", "Pauses of the Python garbage collector, by generation "
-                                    "(2: full passes, which scan every tracked object).", ("0", "1", "2"),
-                                    LATENCY_BUCKETS_S, None, label="generation")
+        self.pauses = _DurationHistogram("pulse_gc_pause_seconds", "Pauses of the Python garbage collector, by "
+                                         "generation (2: full passes, which scan every tracked object).", "generation",
+                                         ("0", "1", "2"), LATENCY_BUCKETS_S, None)
         self._started = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -219,7 +220,7 @@ class _PerProcess(Generic[T]):
 _gc_clock = _PerProcess(_GcPauseClock)
 
 
-def gc_pauses() -> _StageLatency:
+def gc_pauses() -> _DurationHistogram:
     """The process's garbage-collector pause histogram (its hook is installed on first use); register it where needed."""
     return _gc_clock.get().pauses
 
@@ -234,10 +235,10 @@ class EngineMetrics:
         self.dead_letters = _CounterFamily("pulse_dead_letters", "Records dead-lettered, by reason class.", ["reason"],
                                            registry)
         self.decisions = _CounterFamily("pulse_decisions", "Decisions made, by chosen action.", ["action"], registry)
-        self.latency = _StageLatency("pulse_latency_seconds", "Latency per stage: event_to_ingest (producer ts to "
-                                     "engine read), ingest_to_decision, event_to_decision.",
-                                     ("event_to_ingest", "ingest_to_decision", "event_to_decision"), LATENCY_BUCKETS_S,
-                                     registry)
+        self.latency = _DurationHistogram("pulse_latency_seconds", "Latency per stage: event_to_ingest (producer ts "
+                                          "to engine read), ingest_to_decision, event_to_decision.", "stage",
+                                          ("event_to_ingest", "ingest_to_decision", "event_to_decision"),
+                                          LATENCY_BUCKETS_S, registry)
         self.churn = Rolling()
         self.sentiment = Rolling()
         self.hits = Rolling()

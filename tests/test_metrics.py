@@ -83,8 +83,6 @@ def test_engine_metrics_follow_a_real_engine() -> None:
     assert b"pulse_model_quality" in generate_latest(registry)
 
 
-
-
 def test_garbage_collector_pauses_are_timed_per_generation_in_engine_and_gateway_registries() -> None:
     idle_gateway = {"connections": 0, "subscriptions": 0, "delivered": 0, "dropped": 0, "redis_connected": False}
     registries = [CollectorRegistry(), GatewayMetrics(lambda: idle_gateway).registry]
