@@ -142,14 +142,14 @@ def measure(subscribers: int, rates: list[int], duration: float, redis_url: str,
             gateway_cpu.sample()
             started_ms, started = time.time() * 1000.0, time.monotonic()
             sent = await asyncio.to_thread(_publish, redis_url, prefix, users, rate, duration)
-            await asyncio.sleep(STRAGGLERS_S)
+            published_ms, elapsed = time.time() * 1000.0, time.monotonic() - started
             gateway_cpu.sample()
-            elapsed = time.monotonic() - started - STRAGGLERS_S
+            await asyncio.sleep(STRAGGLERS_S)
             stop_baseline.set()
             await asyncio.to_thread(baseline.join, 2)
             return {"offered_per_s": rate, "published": sent, "delivered": len(samples.websocket),
                     "delivered_per_s": len(samples.websocket) / elapsed,
-                    "gateway_cores": gateway_cpu.between(started_ms, time.time() * 1000.0)["process_cores"],
+                    "gateway_cores": gateway_cpu.between(started_ms, published_ms)["process_cores"],
                     "websocket": percentiles(samples.websocket), "redis_only": percentiles(samples.redis)}
 
         async def session() -> list[dict]:
