@@ -29,6 +29,8 @@ bench: install
 	$(BIN)/python -m bench.engine_latency --rates 1000 2000 3000 --json
 	$(BIN)/python -m bench.state --json
 	$(BIN)/python -m bench.fanout --subscribers 2000 10000 --rates 2000 5000 10000 --json
+	$(BIN)/python -m bench.fanout --subscribers 10000 --rates 2000 10000 --churn 200 --settle 30 \
+		--gc-freeze 0 1 --runs 2 --json bench/results/fanout-churn.json
 	$(BIN)/python -m bench.plot
 
 # Quix Streams (throughput baseline) pins an older confluent-kafka: it gets a venv of its own.

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.common import RESULTS_DIR, ROOT  # noqa: E402
+from bench.common import RESULTS_DIR, ROOT, median  # noqa: E402
 
 OUT = ROOT / "docs" / "img" / "bench-summary.png"
 
@@ -23,9 +23,9 @@ def load(name: str) -> dict | None:
 
 
 def main() -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8))
     throughput, latency, ranking, state = load("throughput"), load("latency"), load("ranking"), load("state")
-    engine_latency = load("engine_latency")
+    engine_latency, fanout, churn = load("engine_latency"), load("fanout"), load("fanout-churn")
     ax = axes[0][0]
     if throughput:
         labels = {"kafka consume": "Kafka consume", "engine step (parse+decide+encode)": "engine step",
@@ -55,10 +55,7 @@ def main() -> None:
                         label=f"{q}, engine alone (to Redis)")
         ax.axhline(20, color="grey", linestyle="--", label="target p99 at 5k/s")
         ax.set_yscale("log")
-        ax.set_xlabel("offered events/s")
-        ax.set_ylabel("ms")
-        ax.legend(fontsize=8)
-        ax.set_title("Latency: event -> WebSocket client")
+        _label(ax, "Latency: event -> WebSocket client", "offered events/s", "ms")
     ax = axes[1][0]
     if ranking:
         items = [r["items"] for r in ranking["results"]]
@@ -76,14 +73,47 @@ def main() -> None:
                            ("model_checkpoint_full_s", "model checkpoint, full"),
                            ("model_checkpoint_1pct_s", "model checkpoint, 1% changed"), ("restart_s", "restart")):
             ax.loglog(users, [r[key] * 1e3 for r in state["results"]], marker="o", label=label)
-        ax.set_xlabel("users")
-        ax.set_ylabel("ms")
-        ax.legend(fontsize=8)
-        ax.set_title("State: snapshot / restart vs users")
+        _label(ax, "State: snapshot / restart vs users", "users", "ms")
+    ax = axes[0][2]
+    if fanout:
+        for label, points in _fanout_p99(fanout).items():
+            ax.plot([str(rate) for rate, _ in points], [p99 for _, p99 in points], marker="o", label=label)
+        ax.set_yscale("log")
+        _label(ax, "Fan-out through the gateway", "decisions published per second",
+               "p99 ms, publish -> WebSocket (median of runs)")
+    ax = axes[1][2]
+    if churn:
+        bars = _fanout_p99(churn)
+        width = 0.8 / max(1, len(bars))
+        for i, (label, points) in enumerate(bars.items()):
+            ax.bar([j + i * width for j in range(len(points))], [p99 for _, p99 in points], width, label=label)
+            ax.set_xticks([j + width * (len(bars) - 1) / 2 for j in range(len(points))],
+                          [f"{rate:,}/s" for rate, _ in points])
+        _label(ax, f"Fan-out, {churn['churn_per_s']} connections/s coming and going:\n"
+               "gateway without / with PULSE_GC_FREEZE", "decisions published per second", "p99 ms (median of runs)")
     fig.tight_layout()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, dpi=90)
     print(f"wrote {OUT.relative_to(ROOT)}")
+
+
+def _label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels and a small legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def _fanout_p99(data: dict) -> dict:
+    """{series label: [(rate, median p99 ms)]} of a bench.fanout result, one series per subscribers and GC setting."""
+    series: dict = {}
+    for runs in data["results"].values():
+        first = runs[0]
+        freeze = {None: "", 0: ", no GC freeze", 1: ", GC freeze"}[first.get("gc_freeze")]
+        label = f"{first['subscribers']:,} subscribers{freeze}"
+        series.setdefault(label, []).append((first["offered_per_s"], median(r["websocket"]["p99"] for r in runs)))
+    return {label: sorted(points) for label, points in sorted(series.items(), key=lambda kv: "no GC" not in kv[0])}
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ figures do not depend on how long the simulator runs. For each N:
   store + pickle and fsync of the shared models), as after a start or a rollback;
 - model checkpoint, 1% changed: a later save after 1% of the users learned -- what every epoch with
   learning costs: only the changed users' factors are written, so it should not grow with all users;
-- restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors).
+- restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors);
+- full garbage-collector pass: one over the N profiles, then the next one; with PULSE_GC_FREEZE=1 the
+  first one's survivors are frozen out of the next (pulse.runtime.SurvivorFreezer).
 
-The process runs with the engine's garbage-collector setting (PULSE_GC_GEN0).
+The process runs with the engine's garbage-collector settings (PULSE_GC_GEN0, PULSE_GC_FREEZE).
 Linearity is shown as time per user relative to the smallest N (1.0 = linear). Memory per item:
 the recommender's numpy mirrors + the MF's per-item entries for `--items` items, / items.
 """
@@ -91,6 +93,8 @@ def measure_users(n: int, runs: int) -> dict:
     profiles = clone_users(engine, profile, user, n)
     bytes_per_user = (tracemalloc.get_traced_memory()[0] - before) / n
     tracemalloc.stop()
+    gc_pass_s = timed(gc.collect)
+    gc_next_pass_s = timed(gc.collect)
 
     def snapshot(keys) -> list[bytes]:  # what Bytewax stores per touched key: UserLogic.snapshot(), pickled
         return [pickle.dumps(profile_snapshot(profiles[k]), protocol=pickle.HIGHEST_PROTOCOL) for k in keys]
@@ -118,7 +122,8 @@ def measure_users(n: int, runs: int) -> dict:
     return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
             "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial),
             "model_checkpoint_full_s": median(save_full), "model_checkpoint_1pct_s": median(save_changed),
-            "model_checkpoint_bytes": checkpoint_bytes, "restart_s": median(restart)}
+            "model_checkpoint_bytes": checkpoint_bytes, "restart_s": median(restart),
+            "gc_full_pass_s": gc_pass_s, "gc_next_full_pass_s": gc_next_pass_s}
 
 
 def measure_items(n_items: int) -> float:
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     from pulse.config import Settings
     from pulse.runtime import tune_garbage_collector
 
-    tune_garbage_collector(Settings.from_env().gc_gen0)  # as in the engine process (PULSE_GC_GEN0)
+    settings = Settings.from_env()
+    tune_garbage_collector(settings.gc_gen0, bool(settings.gc_freeze))  # as in the engine process
 
     results = []
     for n in args.users:
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{n:,} users: {r['bytes_per_user']:,.0f} B/user, snapshot all {r['snapshot_all_s'] * 1e3:,.1f} ms, "
               f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full {r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
               f"1% changed {r['model_checkpoint_1pct_s'] * 1e3:,.1f} ms, "
-              f"restart {r['restart_s'] * 1e3:,.1f} ms", flush=True)
+              f"restart {r['restart_s'] * 1e3:,.1f} ms, full GC pass {r['gc_full_pass_s'] * 1e3:,.1f} ms then "
+              f"{r['gc_next_full_pass_s'] * 1e3:,.1f} ms", flush=True)
     base = results[0]
     rows = []
     for r in results:
@@ -170,12 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{r['snapshot_1pct_s'] * 1e3:,.2f}",
                      f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ({lin('model_checkpoint_full_s')})",
                      f"{r['model_checkpoint_1pct_s'] * 1e3:,.1f}",
-                     f"{r['restart_s'] * 1e3:,.1f} ({lin('restart_s')})"])
+                     f"{r['restart_s'] * 1e3:,.1f} ({lin('restart_s')})",
+                     f"{r['gc_full_pass_s'] * 1e3:,.1f} / {r['gc_next_full_pass_s'] * 1e3:,.1f}"])
     print_table(f"State vs users (median of {args.runs} runs; in parentheses: time per user relative to "
                 f"{fmt(base['users'])} users, 1.00 = linear)",
                 ["users", "B/user (RAM)", "B/user (snapshot)", "epoch snapshot, all changed ms",
                  "epoch snapshot, 1% changed ms", "model checkpoint, full ms", "model checkpoint, 1% changed ms",
-                 "restart ms"], rows)
+                 "restart ms", "full GC pass, first / next ms"], rows)
     per_item = measure_items(args.items)
     print(f"\nmemory per item ({fmt(args.items)} items): {per_item:,.0f} B")
     data = {"runs": args.runs, "results": results, "bytes_per_item": per_item, "items": args.items}

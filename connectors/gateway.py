@@ -75,6 +75,7 @@ from connectors.http_api import FEED_LIMIT, HttpApi
 from operators.metrics import GatewayMetrics
 from operators.privacy import pseudonymize
 from pulse.config import Settings
+from pulse.runtime import tune_garbage_collector
 
 log = logging.getLogger("pulse.gateway")
 
@@ -443,6 +444,7 @@ class Gateway:
 
 async def serve_forever(settings: Settings) -> None:
     """Run a gateway until SIGINT or SIGTERM, then stop it cleanly."""
+    tune_garbage_collector(0, bool(settings.gc_freeze))
     gateway = Gateway(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -44,7 +44,7 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
 
     `argv` are bytewax.run's arguments: with recovery (`-r DIR`) the models are checkpointed in DIR.
     """
-    tune_garbage_collector(settings.gc_gen0)
+    tune_garbage_collector(settings.gc_gen0, bool(settings.gc_freeze))
     parser = EventParser(
         {settings.topic_clickstream: "clickstream", settings.topic_chat: "chat", settings.topic_control: "control"},
         settings.max_event_bytes,

@@ -183,8 +183,9 @@ class _DurationHistogram:
 class _GcPauseClock:
     """Times each pass of Python's garbage collector (a `gc.callbacks` hook) into a histogram per generation.
 
-    A full pass stops the process for as long as it takes to scan every tracked object: 65-100 ms per
-    1,000 open WebSocket connections in the gateway (bench/fanout.py).
+    A full pass stops the process for as long as it takes to scan every tracked object that is not frozen
+    (pulse.runtime.SurvivorFreezer): 65-100 ms per 1,000 open WebSocket connections in the gateway when
+    none are (bench/fanout.py).
     """
 
     def __init__(self) -> None:

@@ -50,6 +50,7 @@ SETTINGS_DOC: dict[str, tuple[str, str, str]] = {
     "backup_s": ("PULSE_BACKUP_S", "30", "Seconds older snapshots are kept (set to how often the recovery directory is backed up)."),
     "startup_retry_s": ("PULSE_STARTUP_RETRY_S", "30", "How long `pulse run` retries an unreachable broker (with backoff) before exiting with code 3."),
     "gc_gen0": ("PULSE_GC_GEN0", "10000", "Allocations between the engine's youngest garbage collections (Python: 700); older generations follow every 20 and 100 of them, so large per-user state is rescanned rarely. 0: Python's defaults."),
+    "gc_freeze": ("PULSE_GC_FREEZE", "1", "1: the engine and the gateway freeze the survivors of each full garbage-collector pass out of the next ones (pulse.runtime.SurvivorFreezer), which then scan what survived since instead of every open WebSocket or user profile; cycles that became garbage while frozen are reclaimed each time the memory in use has doubled. 0: Python's behaviour."),
     "pseudonymize_key": ("PULSE_PSEUDONYMIZE_KEY", "", "When set, user ids are replaced by HMAC-SHA256(key, user_id) before anything is stored."),
     "metrics_port": ("PULSE_METRICS_PORT", "0", "Port of the engine's Prometheus endpoint /metrics (0: off)."),
     "http_port": ("PULSE_HTTP_PORT", "8080", "Gateway HTTP port: dashboard, shop demo, /metrics, /v1 API and ingest (0: any free port)."),
@@ -100,6 +101,7 @@ class Settings:
     backup_s: int
     startup_retry_s: float
     gc_gen0: int
+    gc_freeze: int
     pseudonymize_key: str
     metrics_port: int
     http_port: int
@@ -149,8 +151,9 @@ class Settings:
         for name in ("metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{SETTINGS_DOC[name][0]} must be a port number 0..65535")
-        if self.gateway_insecure not in (0, 1):
-            raise ConfigError("PULSE_GATEWAY_INSECURE must be 0 or 1")
+        for name in ("gateway_insecure", "gc_freeze"):
+            if getattr(self, name) not in (0, 1):
+                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be 0 or 1")
         if self.gateway_insecure and self.gateway_secret:
             raise ConfigError("PULSE_GATEWAY_INSECURE=1 is only allowed while PULSE_GATEWAY_SECRET is unset")
 
