@@ -34,20 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_io import ensure_topics  # noqa: E402
 from pulse.config import Settings  # noqa: E402
-from pulse.localservers import LocalServer, free_port, start_tansu, stop_processes, wait_for_port  # noqa: E402
+from pulse.localservers import free_port, start_redis, start_tansu, stop_processes  # noqa: E402
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World  # noqa: E402
-
-
-def durable_redis(port: int, data_dir: Path) -> LocalServer:
-    """redis-server with an append-only file, so a restart keeps what it acknowledged."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    wait_for_port(port)
-    return LocalServer("redis", port, process)
 
 
 class TopicCounter(threading.Thread):
@@ -136,7 +124,7 @@ def soak(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="pulse-soak-"))
     kafka = start_tansu()
     redis_port = free_port()
-    redis_server = durable_redis(redis_port, workdir / "redis")
+    redis_server = start_redis(redis_port, workdir / "redis")
     run = uuid.uuid4().hex[:6]
     env = dict(os.environ, KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka.port}", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
                PULSE_RECOVERY_DIR=str(workdir / "recovery"), PULSE_SNAPSHOT_S=str(args.snapshot_s), PULSE_BACKUP_S="0",
@@ -172,7 +160,7 @@ def soak(args: argparse.Namespace) -> dict:
                     redis_server.stop()
                     faults.append(f"{time.monotonic() - started:.0f}s redis down {args.redis_down:.0f}s")
                     time.sleep(args.redis_down)
-                    redis_server = durable_redis(redis_port, workdir / "redis")
+                    redis_server = start_redis(redis_port, workdir / "redis")
                 next_fault += args.fault_every
             time.sleep(0.5)
         stop.set()

@@ -108,19 +108,28 @@ def start_tansu(port: int | None = None) -> LocalServer:
     return server
 
 
-def start_redis(port: int | None = None) -> LocalServer:
-    """Start a throwaway redis-server (no persistence) on a free loopback port."""
+def start_redis(port: int | None = None, data_dir: Path | None = None) -> LocalServer:
+    """Start a redis-server on a loopback port (a free one unless given).
+
+    Without `data_dir` it is throwaway (no persistence, scratch directory removed on stop). With it, it keeps
+    an append-only file there (not removed on stop), so a server restarted on the same directory holds what
+    the stopped one acknowledged.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerError("redis-server is not installed (apt-get install -y redis-server) and REDIS_URL is not set")
     port = port or free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
+    if data_dir is None:
+        workdir, scratch, appendonly = Path(tempfile.mkdtemp(prefix="pulse-redis-")), True, "no"
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        workdir, scratch, appendonly = data_dir, False, "yes"
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", appendonly,
          "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    server = LocalServer("redis", port, process, workdir, workdir / "redis.log")
+    server = LocalServer("redis", port, process, workdir if scratch else None, workdir / "redis.log")
     _await_ready(server)
     return server
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import redis
 import websockets
 
 from enginestack import ROOT, Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
-from pulse.localservers import LocalServer, free_port, start_tansu, wait_for_port
+from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, wait_for_port
 from simulator import EventGenerator, SimulationConfig, World, encode_event
 
 pytestmark = pytest.mark.e2e
@@ -35,20 +34,8 @@ def _latest_matches_log(store: redis.Redis, prefix: str, log: list[dict]) -> boo
     return True
 
 
-def _durable_redis(port: int, data_dir: Path) -> LocalServer:
-    """redis-server with an append-only file in `data_dir`, so a restart keeps what it had acknowledged."""
-    data_dir.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    wait_for_port(port)
-    return LocalServer("redis", port, process)
-
-
 def test_redis_outage_mid_stream_delays_but_loses_nothing(kafka_server: LocalServer, tmp_path: Path) -> None:
-    own_redis = _durable_redis(free_port(), tmp_path / "redis")
+    own_redis = start_redis(data_dir=tmp_path / "redis")
     env = stack_env(kafka_server.port, own_redis.port, tmp_path)
     events = retarget(EventGenerator(World(SimulationConfig(users=20, items=40, seed=9))).events(1200), env)
     valid = {e.event["event_id"] for e in events if e.valid}
@@ -64,7 +51,7 @@ def test_redis_outage_mid_stream_delays_but_loses_nothing(kafka_server: LocalSer
         time.sleep(2)
         assert engine.alive(), engine.log_tail()
         stalled_at = len(reader.poll())  # the waiting worker decides nothing more until Redis is back
-        own_redis = _durable_redis(own_redis.port, tmp_path / "redis")
+        own_redis = start_redis(own_redis.port, tmp_path / "redis")
         reader.until(lambda ms: valid <= decided_ids(ms), 90, engine.alive)
         store = redis.Redis.from_url(env["REDIS_URL"])
         deadline = time.monotonic() + 30
