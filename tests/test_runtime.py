@@ -22,8 +22,8 @@ class _Node:
 
 @pytest.fixture
 def freezer() -> Iterator[SurvivorFreezer]:
-    """A freezer of its own, with the process's one (installed by importing the dataflow) suspended meanwhile,
-    and only the test's own full passes (automatic collection off)."""
+    """A freezer of its own, with the process's one suspended meanwhile in case anything installed it, and only
+    the test's own full passes (automatic collection off)."""
     suspended = PROCESS_FREEZER.installed
     PROCESS_FREEZER.uninstall()
     gc.collect()
