@@ -94,6 +94,24 @@ _LATEST = b'{"type":"decision","latest":true,"decision":'
 _DECISION_TYPE = b'{"type":"decision"'  # common start of both decision frames
 
 
+class _Connection(ServerConnection):
+    """A WebSocket connection that reference counting alone frees once it is lost.
+
+    Two reference cycles outlive a closed connection otherwise: websockets' parser, a generator that waits
+    at its last `yield` for good holding the protocol (about 12 objects), and asyncio's socket transport,
+    which holds a bound method of itself (`_read_ready_cb`, 6 more). Only a full garbage-collector pass
+    frees them, and with PULSE_GC_FREEZE only the next pass over everything when they were frozen while
+    the connection was open. Like websockets' own `keepalive_task = None` here, both are broken when the
+    connection is lost: nothing is parsed or read after that.
+    """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.protocol.parser.close()
+        if hasattr(self.transport, "_read_ready_cb"):  # asyncio's selector transport
+            self.transport._read_ready_cb = None
+
+
 @dataclass(slots=True)
 class _Totals:
     delivered: int = 0
@@ -196,6 +214,7 @@ class Gateway:
             compression=None,  # per-connection zlib state costs far more memory than it saves here
             max_size=MAX_CLIENT_MESSAGE,
             origins=self._origins,
+            create_connection=_Connection,
         )
         await self.http.start()
         self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="pulse-gateway-dispatcher")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import weakref
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -187,6 +189,30 @@ def test_query_subscription_errors_ping_and_unsubscribe(redis_server: LocalServe
             async with connect(url(gateway, "?user_id=" + "x" * 300)) as too_long:
                 assert (await recv(too_long))["type"] == "error"
         assert gateway.stats["connections"] == 0 and gateway.stats["subscriptions"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_connection_is_freed_by_reference_counting_alone(redis_server: LocalServer) -> None:
+    """No reference cycle keeps a closed connection's server side (the collector is off meanwhile): with
+    PULSE_GC_FREEZE a cycle frozen while open would stay until the next pass over everything."""
+
+    async def scenario() -> None:
+        async with running(make_settings(redis_server.port)) as (gateway, _):
+            async with connect(url(gateway, "?user_id=leaving")) as ws:
+                assert (await recv(ws))["type"] == "subscribed"
+                (client,) = gateway._clients
+                server_side = [weakref.ref(part) for part in (client.ws, client.ws.protocol, client.ws.transport)]
+                del client
+            gc.collect()
+            gc.disable()
+            try:
+                deadline = time.monotonic() + 5
+                while any(ref() is not None for ref in server_side) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert [ref() is None for ref in server_side] == [True, True, True]
+            finally:
+                gc.enable()
 
     asyncio.run(scenario())
 
