@@ -307,6 +307,12 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"Fan-out: publish -> WebSocket receive (ms), median of {args.runs} run(s){churn}",
                 ["subscribers", "connected", "GC freeze", "published/s", "delivered/s", "p50", "p99", "max",
                  "Redis-only p99", "p99 vs Redis", "gateway cores", "gateway full GC ms"], rows)
+    for (n, freeze, rate), rs in sorted(results.items()):
+        if freeze and (n, 0, rate) in results:  # the baseline of the same run: the gateway without freezing
+            with_p99, without_p99 = (median(r["websocket"]["p99"] for r in results[key])
+                                     for key in ((n, 1, rate), (n, 0, rate)))
+            print(f"{fmt(n)} subscribers at {fmt(rate)}/s: p99 {with_p99:.1f} ms with PULSE_GC_FREEZE=1, "
+                  f"{without_p99:.1f} ms without (without / with: {without_p99 / with_p99:.1f}x)")
     data = {"rates": args.rates, "duration_s": args.duration, "churn_per_s": args.churn, "settle_s": args.settle,
             "results": {f"{n}@{rate}" + ("" if freeze else "/no-gc-freeze"): rs
                         for (n, freeze, rate), rs in results.items()}}
