@@ -346,18 +346,23 @@ def test_dispatcher_reconnects_after_redis_restart(monkeypatch: pytest.MonkeyPat
         server.stop()
 
 
-def test_run_gateway_serves_until_sigterm(redis_server: LocalServer) -> None:
+def test_run_gateway_serves_until_sigterm_with_the_collector_freezing(redis_server: LocalServer) -> None:
     port = free_port()
     env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0", PULSE_GATEWAY_PORT=str(port),
                PULSE_HTTP_PORT="0", PULSE_GATEWAY_SECRET=SECRET)
-    code = "from connectors.gateway import run_gateway; from pulse.config import Settings; run_gateway(Settings.from_env())"
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    env.pop("PULSE_GC_FREEZE", None)
+    code = ("from connectors.gateway import run_gateway; from pulse.config import Settings; "
+            "from pulse.runtime import PROCESS_FREEZER; run_gateway(Settings.from_env()); "
+            "print('freezing:', PROCESS_FREEZER.installed)")
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE)
     try:
         wait_for_port(port)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
         process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
+        out, _ = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert out.decode().strip().endswith("freezing: True")  # PULSE_GC_FREEZE's default
     finally:
         if process.poll() is None:
             process.kill()
