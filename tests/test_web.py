@@ -77,6 +77,7 @@ def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path_factory
     ensure_topics(settings)
     stack = Stack(env, logs, {})
     stop = threading.Event()
+    sender: threading.Thread | None = None
     try:
         stack.start("engine", ["run", "--no-recovery", "-w", "1"])
         stack.start("gateway", ["gateway"])
@@ -89,6 +90,8 @@ def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path_factory
             assert process.poll() is None, f"{name} died: {(stack.logs / f'{name}.log').read_text()[-3000:]}"
     finally:
         stop.set()
+        if sender is not None:  # its producer closes while the broker is up, not at exit against a stopped one
+            sender.join(timeout=30)
         for name in list(stack.processes):
             stack.stop(name)
 
