@@ -87,16 +87,10 @@ def _full_gc_passes(http_port: int) -> tuple[int, float]:
                                      headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
-    count = total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name == "pulse_gc_pause_seconds":
-            for sample in family.samples:
-                if sample.labels.get("generation") == "2":
-                    if sample.name.endswith("_count"):
-                        count = sample.value
-                    elif sample.name.endswith("_sum"):
-                        total = sample.value
-    return int(count), total
+    full = {sample.name: sample.value for family in text_string_to_metric_families(text)
+            if family.name == "pulse_gc_pause_seconds" for sample in family.samples
+            if sample.labels.get("generation") == "2"}
+    return int(full.get("pulse_gc_pause_seconds_count", 0)), full.get("pulse_gc_pause_seconds_sum", 0.0)
 
 
 def _publish(redis_url: str, prefix: str, users: list[str], rate: int, duration: float) -> int:

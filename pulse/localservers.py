@@ -120,16 +120,16 @@ def start_redis(port: int | None = None, data_dir: Path | None = None) -> LocalS
         raise ServerError("redis-server is not installed (apt-get install -y redis-server) and REDIS_URL is not set")
     port = port or free_port()
     if data_dir is None:
-        workdir, scratch, appendonly = Path(tempfile.mkdtemp(prefix="pulse-redis-")), True, "no"
+        workdir = Path(tempfile.mkdtemp(prefix="pulse-redis-"))
     else:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        workdir, scratch, appendonly = data_dir, False, "yes"
+        workdir = data_dir
+        workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", appendonly,
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" if data_dir is None else "yes",
          "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    server = LocalServer("redis", port, process, workdir if scratch else None, workdir / "redis.log")
+    server = LocalServer("redis", port, process, workdir if data_dir is None else None, workdir / "redis.log")
     _await_ready(server)
     return server
 
