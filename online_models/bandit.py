@@ -10,7 +10,9 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from river import linear_model, optim, preprocessing
+from river import linear_model, optim
+
+from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["NBA_ACTIONS", "EpsilonGreedyBandit", "ips", "snips"]
 
@@ -18,8 +20,15 @@ NBA_ACTIONS = ("recommend", "retention_offer", "discount", "escalate_to_agent", 
 
 
 def _default_model():
-    return preprocessing.StandardScaler() | linear_model.LinearRegression(
-        optimizer=optim.SGD(0.01), intercept_lr=0.01, l2=0.0
+    """A linear reward model whose SGD steps cannot overshoot.
+
+    With standardized values bounded by 3, weights learning at 0.001 and the intercept at 0.01, one step
+    moves the prediction by at most `0.001 * 9 * d + 0.01` of its error for `d` features: less than all
+    of it (no overshoot) for up to 110 features. (SGD at 0.01 on unbounded values diverged to predicted
+    rewards of 1e11 within 30,000 events of the simulator.)
+    """
+    return BoundedStandardScaler(bound=3.0) | linear_model.LinearRegression(
+        optimizer=optim.SGD(0.001), intercept_lr=0.01, l2=0.0
     )
 
 

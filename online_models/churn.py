@@ -1,17 +1,16 @@
-"""Online churn classifier: standard scaling followed by logistic regression, with exact explanations."""
+"""Online churn classifier: bounded standard scaling followed by logistic regression, with exact explanations."""
 
 from __future__ import annotations
 
-from river import preprocessing
-
 from online_models.explanation import Explanation
 from online_models.logistic import ExplainedLogisticRegression
+from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["ChurnClassifier"]
 
 
 class ChurnClassifier(ExplainedLogisticRegression):
-    """P(churn) from numeric user features: River `StandardScaler() | LogisticRegression`.
+    """P(churn) from numeric user features: `BoundedStandardScaler() | LogisticRegression` (River).
 
     Predicting and explaining never update the model: both apply the scaler's `transform_one`
     and the regression exactly as River's pipeline does at inference, so
@@ -32,7 +31,7 @@ class ChurnClassifier(ExplainedLogisticRegression):
     NAME = "churn-logreg"
 
     def __init__(self, learning_rate: float = 0.05, l2: float = 0.0) -> None:
-        super().__init__(preprocessing.StandardScaler(), learning_rate, l2)
+        super().__init__(BoundedStandardScaler(), learning_rate, l2)
 
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         """Update the scaler statistics and the regression with one labelled example (True = churned)."""

@@ -62,3 +62,17 @@ def test_ips_is_unbiased_on_a_simulated_log() -> None:
 
 def test_doctests() -> None:
     assert doctest.testmod(bandit_module).failed == 0
+
+
+def test_reward_models_stay_bounded_on_a_rare_extreme_feature_value() -> None:
+    """A feature almost always 0 (hours since the previous event) but now and then 0.25 must not make SGD diverge."""
+    rng = random.Random(4)
+    bandit = EpsilonGreedyBandit(("recommend",), epsilon=0.0, seed=0)
+    predictions = []
+    for _ in range(20000):
+        context = {"recency_hours_log": 0.25 if rng.random() < 0.002 else 0.0, "churn_probability": rng.random(),
+                   **{f"f{i}": rng.gauss(0.0, 1.0) for i in range(8)}}
+        predictions.append(bandit.expected_rewards(context)["recommend"])
+        bandit.learn_one(context, "recommend", float(rng.random() < 0.3))
+    assert max(abs(p) for p in predictions) < 2.0
+    assert sum(predictions[-2000:]) / 2000 == pytest.approx(0.3, abs=0.05)
