@@ -26,7 +26,8 @@ from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.model_control import ModelCommandChannel
 from pulse.config import Settings
-from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, stop_processes, wait_for_port
+from pulse.localservers import (LocalServer, dying_with_parent, free_port, start_redis, start_tansu, stop_processes,
+                               wait_for_port)
 from pulse.simulate import on_configured_topics, simulation_config
 from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
 
@@ -146,7 +147,8 @@ def _ignore_stop_signals() -> None:
 def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"{name}.log", "wb")
-    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(dying_with_parent(argv), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:

