@@ -220,11 +220,14 @@ class PersonalizationEngine:
         churn_probability = _sigmoid(churn_explanation.score)  # equals predict_proba_one (tested), one pass
         recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
         context = {**features, "churn_probability": churn_probability}
-        action = self.policy.decide(context, churn_probability, profile.recent_sentiment)
+        sentiment, escalation_rule = self._escalation_signal(profile)
+        action = self.policy.decide(context, churn_probability, sentiment)
+        if action.name == "escalate_to_agent":
+            profile.history.escalated_at_chat = profile.n_chats
         action, offer_rule = self._limit_offers(action, profile, event["ts"])
         segment = self._segment(profile, event["type"], features)
         threshold = min(max(self.config.churn_threshold, 1e-6), 1 - 1e-6)
-        applied_rules += offer_rule
+        applied_rules += escalation_rule + offer_rule
         decided_ms = _now_ms()
         decision = {
             **self._header(event, ingest_ms, decided_ms),
@@ -274,6 +277,20 @@ class PersonalizationEngine:
                             "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),
                             "boosts": rules.category_boosts})
         return recommendations, applied
+
+    def _escalation_signal(self, profile: UserFeatures) -> tuple[float | None, list[dict[str, Any]]]:
+        """The recent sentiment the policy may escalate on, and the rule that withheld it.
+
+        A hand-over to a human answers the chat messages sent so far: until the user sends another one,
+        the policy sees no sentiment (it cannot escalate again) and the decision records why.
+        """
+        sentiment = profile.recent_sentiment
+        if sentiment is None or profile.history.escalated_at_chat != profile.n_chats:
+            return sentiment, []
+        if sentiment > self.config.escalation_threshold:
+            return None, []
+        return None, [{"rule": "escalation_once",
+                       "effect": f"sentiment {sentiment:.2f}: already handed over to an agent, no chat message since"}]
 
     def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int) -> tuple[Action, list[dict[str, Any]]]:
         """Enforce the offer frequency limit; remember when an offer is made."""

@@ -1,4 +1,5 @@
-"""What a user recently saw and bought, and when they last got an offer: the memory business rules need."""
+"""What a user recently saw and bought, when they last got an offer and were handed over to an agent: the
+memory business rules and guardrails need."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ class InteractionHistory:
     {'i1': 5}
     """
 
-    __slots__ = ("viewed", "purchased", "last_offer_ms")
+    __slots__ = ("viewed", "purchased", "last_offer_ms", "escalated_at_chat")
 
     def __init__(self, viewed: dict[str, int] | None = None, purchased: dict[str, int] | None = None,
-                 last_offer_ms: int | None = None) -> None:
+                 last_offer_ms: int | None = None, escalated_at_chat: int | None = None) -> None:
         self.viewed: dict[str, int] = {} if viewed is None else viewed
         self.purchased: dict[str, int] = {} if purchased is None else purchased
         self.last_offer_ms = last_offer_ms
+        self.escalated_at_chat = escalated_at_chat  # chat messages the user had sent when last handed over
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms)
+        return InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms, self.escalated_at_chat)
 
     def record(self, event: dict[str, Any]) -> None:
         """Remember item views and purchases."""

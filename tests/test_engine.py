@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import time
 
 import numpy as np
@@ -95,6 +96,25 @@ def test_negative_chat_escalates_to_a_human(stream) -> None:
         profile, decision = engine.handle(profile, event, ingest_ms=event["ts"])
     assert decision["sentiment"]["recent"] < -0.5
     assert decision["action"]["name"] == "escalate_to_agent"
+
+
+def test_a_hand_over_answers_the_messages_sent_so_far(stream) -> None:
+    """One escalation per negative message: the events after it, until the next message, follow the policy."""
+    engine, _, _ = stream
+    profile, ts = None, 1_700_000_000_000
+    actions = []
+    for i, (kind, text) in enumerate([("chat_message", f"{NEGATIVE[0]}. {NEGATIVE[4]}."), ("page_view", None),
+                                      ("click", None), ("chat_message", f"{NEGATIVE[2]}. {NEGATIVE[8]}."), ("page_view", None)]):
+        event = {"event_id": f"h{i}", "user_id": "upset", "type": kind, "ts": ts + i}
+        event.update({"text": text} if text else {"item_id": "item-0001", "category": "cat-00"})
+        profile, decision = engine.handle(profile, event, ingest_ms=event["ts"])
+        actions.append(decision["action"]["name"])
+        withheld = [r for r in decision["rules"] if r["rule"] == "escalation_once"]
+        assert bool(withheld) == (kind != "chat_message")
+        assert decision["sentiment"]["recent"] < -0.5
+    assert [a == "escalate_to_agent" for a in actions] == [True, False, False, True, False]
+    restored = pickle.loads(pickle.dumps(profile))
+    assert restored.history.escalated_at_chat == profile.n_chats == 2
 
 
 def test_forget_and_consent() -> None:

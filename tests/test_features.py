@@ -73,13 +73,26 @@ def test_snapshot_round_trip_keeps_every_field() -> None:
                                                          "price": 20.0})
     p.segment = 3
     p.history.last_offer_ms = 7
+    p.history.escalated_at_chat = 0
     p.pending.add(PendingDecision("d-1", 1, "recommend", 0.9, ("a", "b"), {"x": 1.0}, 0.3, ("e-2",), "window"), "ann")
     blob = profile_snapshot(p)
     p.update({"type": "page_view", "ts": 2, "item_id": "b", "category": "hats"})  # later changes do not leak in
     restored = pickle.loads(blob)
     assert restored.n_events == 1 and "hats" not in restored.category_affinity
     assert (restored.user_id, restored.segment, restored.history.last_offer_ms) == ("ann", 3, 7)
+    assert restored.history.escalated_at_chat == 0
     assert restored.history.purchased == {"a": 1}
     assert restored.pending.entries == [PendingDecision("d-1", 1, "recommend", 0.9, ("a", "b"), {"x": 1.0}, 0.3,
                                                         ("e-2",), "window")]
     assert restored.churn_features() == pickle.loads(profile_snapshot(restored)).churn_features()
+
+
+def test_a_history_snapshot_from_before_hand_overs_were_remembered_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from operators.history import InteractionHistory
+
+    monkeypatch.setattr(InteractionHistory, "__reduce__",
+                        lambda self: (InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms)))
+    blob = pickle.dumps(InteractionHistory({"a": 1}, {}, 7))
+    monkeypatch.undo()
+    restored = pickle.loads(blob)
+    assert (restored.viewed, restored.last_offer_ms, restored.escalated_at_chat) == ({"a": 1}, 7, None)
