@@ -287,8 +287,6 @@ class PersonalizationEngine:
         sentiment = profile.recent_sentiment
         if sentiment is None or profile.history.escalated_at_chat != profile.n_chats:
             return sentiment, []
-        if sentiment > self.config.escalation_threshold:
-            return None, []
         return None, [{"rule": "escalation_once",
                        "effect": f"sentiment {sentiment:.2f}: already handed over to an agent, no chat message since"}]
 
