@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import alive, survivors_after
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +29,6 @@ def children_of(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             found.add(int(stat.parent.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def ignore_sigint() -> None:
@@ -76,20 +69,14 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
                 demo.send_signal(stop_signal)
         if stop_signal == signal.SIGKILL:  # no shutdown runs: the children get the kernel's parent-death signal
             assert demo.poll() == -signal.SIGKILL
-            deadline = time.monotonic() + 15
-            while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert not [pid for pid in started if alive(pid)], "a process started by the demo survived kill -9"
+            assert not survivors_after(started, 15), "a process started by the demo survived kill -9"
             return
         if demo.poll() is None:
             demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
             time.sleep(1.0)
             output += demo.stdout.read() or b""
         assert demo.poll() == 0, f"the demo did not stop cleanly within 30 s of {signal.Signals(stop_signal).name}:\n" + output.decode(errors="replace")[-6000:]
-        deadline = time.monotonic() + 10
-        while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in started if alive(pid)], "a process started by the demo survived the stop signal"
+        assert not survivors_after(started, 10), "a process started by the demo survived the stop signal"
         output += demo.stdout.read() or b""
         after_stop = output.rpartition(b"stopped;")[2]
         assert b"rdkafka" not in after_stop, "a Kafka client outlived the broker:\n" + after_stop.decode(errors="replace")
