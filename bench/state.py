@@ -18,7 +18,9 @@ figures do not depend on how long the simulator runs. For each N:
   store + pickle and fsync of the shared models), as after a start or a rollback;
 - model checkpoint, 1% changed: a later save after 1% of the users learned -- what every epoch with
   learning costs: only the changed users' factors are written, so it should not grow with all users;
-- restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors);
+- restart: unpickle the N profiles + `ModelCheckpoint.restore()` (shared models + every user's factors),
+  timed in a new process (`--time-restart`) as a restarted engine does it: the measuring process still
+  holds the N original profiles, and a restore inside it took 1.5x as long at 100k users;
 - full garbage-collector pass: one over the N profiles, then the next one; with PULSE_GC_FREEZE=1 the
   first one's survivors are frozen out of the next (pulse.runtime.SurvivorFreezer).
 
@@ -31,7 +33,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import pickle
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -103,8 +108,6 @@ def measure_users(n: int, runs: int) -> dict:
     changed = keys[: max(1, n // 100)]
     blobs = snapshot(keys)
     snap_bytes = sum(len(b) for b in blobs) / n
-    from operators.engine import PersonalizationEngine
-
     full, partial, save_full, save_changed, restart = [], [], [], [], []
     for run in range(runs):
         full.append(timed(lambda: snapshot(keys)))
@@ -116,14 +119,35 @@ def measure_users(n: int, runs: int) -> dict:
                 engine.recommender.learn_one(uid, f"item-{run}", "cat", 1.0, 0)
             save_changed.append(timed(checkpoint.save))
             checkpoint_bytes = checkpoint.path.stat().st_size + checkpoint.user_store_path.stat().st_size
-            fresh = PersonalizationEngine()
-            restart.append(timed(lambda: ([pickle.loads(pickle.loads(b)) for b in blobs],
-                                          ModelCheckpoint(fresh, checkpoint.path).restore())))
+            restart.append(restart_in_new_process(blobs, checkpoint.path))
     return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
             "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial),
             "model_checkpoint_full_s": median(save_full), "model_checkpoint_1pct_s": median(save_changed),
             "model_checkpoint_bytes": checkpoint_bytes, "restart_s": median(restart),
             "gc_full_pass_s": gc_pass_s, "gc_next_full_pass_s": gc_next_pass_s}
+
+
+def restart_in_new_process(blobs: list[bytes], checkpoint_path: Path) -> float:
+    """Seconds a new process (the engine's garbage-collector settings) takes to restore the snapshots and models."""
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshots = Path(tmp) / "snapshots.pkl"
+        with open(snapshots, "wb") as file:
+            pickle.dump(blobs, file, protocol=pickle.HIGHEST_PROTOCOL)
+        command = [sys.executable, "-m", "bench.state", "--time-restart", str(snapshots), str(checkpoint_path)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])["restart_s"]
+
+
+def time_restart(snapshots: Path, checkpoint_path: Path) -> float:
+    """Seconds to unpickle every profile snapshot in `snapshots` and restore the model checkpoint (after reading the file)."""
+    from connectors.checkpoint import ModelCheckpoint
+    from operators.engine import PersonalizationEngine
+
+    with open(snapshots, "rb") as file:
+        blobs = pickle.load(file)
+    engine = PersonalizationEngine()
+    gc.collect()
+    return timed(lambda: ([pickle.loads(pickle.loads(b)) for b in blobs], ModelCheckpoint(engine, checkpoint_path).restore()))
 
 
 def measure_items(n_items: int) -> float:
@@ -147,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--users", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--time-restart", nargs=2, type=Path, metavar=("SNAPSHOTS", "CHECKPOINT"),
+                        help=argparse.SUPPRESS)  # the new process of restart_in_new_process
     add_json_option(parser, "state")
     args = parser.parse_args(argv)
     from pulse.config import Settings
@@ -154,6 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     settings = Settings.from_env()
     tune_garbage_collector(settings.gc_gen0, bool(settings.gc_freeze))  # as in the engine process
+    if args.time_restart:
+        print(json.dumps({"restart_s": time_restart(*args.time_restart)}))
+        return {}
 
     results = []
     for n in args.users:
