@@ -130,14 +130,36 @@ def on_run_topics(env: dict[str, str], events: Iterable) -> list:
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
-    """Exact p50/p95/p99/max of latency samples (ms)."""
+    """Exact p50/p95/p99/p99.9/max of latency samples (ms)."""
     import numpy as np
 
     if len(samples_ms) == 0:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+        return {"n": 0, **{key: float("nan") for key in ("p50", "p95", "p99", "p99.9", "max")}}
     a = np.asarray(samples_ms, dtype=float)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
+    p50, p95, p99, p999 = np.percentile(a, [50, 95, 99, 99.9])
+    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99), "p99.9": float(p999),
+            "max": float(a.max())}
+
+
+def percentile_spectrum(samples_ms: Sequence[float], ticks_per_half: int = 4) -> list[tuple[float, float]]:
+    """[(percentile, ms)] from 0 to 100 as an HDR histogram's percentile distribution prints it: `ticks_per_half`
+    steps each time the remaining share halves (50, 75, 87.5, ... with 1), up to the last one with at least one
+    sample above it, then the maximum. Exact: computed from all the samples.
+
+    >>> [p for p, _ in percentile_spectrum(list(range(8)), ticks_per_half=1)]
+    [0.0, 50.0, 75.0, 87.5, 100.0]
+    """
+    import numpy as np
+
+    a = np.asarray(samples_ms, dtype=float)
+    if a.size == 0:
+        return []
+    shares, k = [], 0
+    while (remaining := 0.5 ** (k / ticks_per_half)) * a.size >= 1.0:
+        shares.append(100.0 * (1.0 - remaining))
+        k += 1
+    values = np.percentile(a, shares) if shares else []
+    return [(round(p, 6), float(v)) for p, v in zip(shares, values)] + [(100.0, float(a.max()))]
 
 
 class CpuMeter:

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, percentiles, print_table, run_env, servers, write_json,
+    ROOT, PubSubListener, add_json_option, fmt, percentile_spectrum, percentiles, print_table, run_env, servers,
+    write_json,
 )
 from bench.latency import simulate
 
@@ -65,7 +66,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
     event, ingest, decided, at_redis = stamps.T
     span_s = (at_redis.max() - at_redis.min()) / 1000.0 if len(stamps) > 1 else float("nan")
     return {"rate": rate, "sent": sent, "decided": len(stamps), "decided_per_s": len(stamps) / span_s,
-            "total": percentiles(at_redis - event),
+            "total": percentiles(at_redis - event), "spectrum": percentile_spectrum(at_redis - event),
             "stages": {"kafka": percentiles(ingest - event), "dataflow": percentiles(decided - ingest),
                        "redis": percentiles(at_redis - decided)}}
 
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
                   f"p50 {r['total']['p50']:.1f} p99 {r['total']['p99']:.1f} ms", flush=True)
     base = results[0]["total"]["p99"]
     rows = [[fmt(r["rate"]), fmt(r["decided_per_s"])]
-            + [f"{r['total'][q]:.1f}" for q in ("p50", "p95", "p99", "max")]
+            + [f"{r['total'][q]:.1f}" for q in ("p50", "p95", "p99", "p99.9", "max")]
             + [f"{r['stages'][s]['p50']:.1f} / {r['stages'][s]['p99']:.1f}" for s in ("kafka", "dataflow", "redis")]
             + [f"{r['total']['p99'] / base:.1f}"] for r in results]
     print_table("Engine alone: event -> decision in Redis pub/sub (ms, exact percentiles)",
-                ["offered events/s", "decided/s", "p50", "p95", "p99", "max", "Kafka p50/p99", "dataflow p50/p99",
+                ["offered events/s", "decided/s", "p50", "p95", "p99", "p99.9", "max", "Kafka p50/p99", "dataflow p50/p99",
                  "Redis p50/p99", f"p99 vs {fmt(results[0]['rate'])}/s"], rows)
     data = {"duration_s": args.duration, "users": args.users, "results": results}
     if args.json is not None:

@@ -15,7 +15,9 @@ clients' work does not delay its clock):
     redis     = Redis pub/sub receive - decided_ts (encode, sink batch, SET+PUBLISH)
     gateway   = WebSocket receive - Redis pub/sub receive (gateway fan-out + WebSocket)
 
-Percentiles are exact (numpy over all samples; timestamps have 1 ms resolution). The baseline in the
+Percentiles are exact (numpy over all samples; timestamps have 1 ms resolution); each run also keeps the
+whole distribution as an HDR histogram prints it (`spectrum`: percentile -> ms, drawn by bench.plot into
+docs/img/latency-percentiles.png). The baseline in the
 same run is the lowest rate: ratios show how latency grows with load. The achieved decision rate is
 reported next to the offered rate: above the engine's throughput the queue grows for the whole run.
 """
@@ -34,7 +36,8 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, median, percentiles, print_table, run_env, servers, write_json,
+    ROOT, PubSubListener, add_json_option, fmt, median, percentile_spectrum, percentiles, print_table, run_env, servers,
+    write_json,
 )
 
 SECRET = "bench-secret"
@@ -138,7 +141,7 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
             gateway_stage.append(now - at_redis)
     return {"rate": rate, "received": len(received), "sent": outcome["sent"],
             "delivered_per_s": len(received) / ((last - first) / 1000.0) if last > first else float("nan"),
-            "total": percentiles(total),
+            "total": percentiles(total), "spectrum": percentile_spectrum(total),
             "stages": {"kafka": percentiles(kafka), "dataflow": percentiles(dataflow),
                        "redis": percentiles(redis_stage), "gateway": percentiles(gateway_stage)}}
 
@@ -194,14 +197,16 @@ def main(argv: list[str] | None = None) -> dict:
         p99 = med(rate, "total", "p99")
         rows.append([fmt(rate) if rate else "max (unpaced)", fmt(med(rate, "sent") / args.duration),
                      fmt(med(rate, "delivered_per_s")), f"{med(rate, 'total', 'p50'):.1f}",
-                     f"{med(rate, 'total', 'p95'):.1f}", f"{p99:.1f}", f"{med(rate, 'total', 'max'):.1f}",
+                     f"{med(rate, 'total', 'p95'):.1f}", f"{p99:.1f}", f"{med(rate, 'total', 'p99.9'):.1f}",
+                     f"{med(rate, 'total', 'max'):.1f}",
                      f"{p99 / med(base, 'total', 'p99'):.1f}"])
         stage_rows.append([fmt(rate) if rate else "max"] + [
             f"{med(rate, 'stages', s, 'p50'):.1f} / {med(rate, 'stages', s, 'p99'):.1f}"
             for s in ("kafka", "dataflow", "redis", "gateway")])
         summary.append({"rate": rate, "runs": results[rate]})
     print_table(f"Latency event -> WebSocket client (ms, exact percentiles, median of {args.runs} run(s))",
-                ["offered events/s", "sent/s", "delivered/s", "p50", "p95", "p99", "max", f"p99 vs {fmt(base)}/s"], rows)
+                ["offered events/s", "sent/s", "delivered/s", "p50", "p95", "p99", "p99.9", "max", f"p99 vs {fmt(base)}/s"],
+                rows)
     print_table("Per-stage latency p50 / p99 (ms)", ["offered events/s", "Kafka", "dataflow", "Redis", "gateway"],
                 stage_rows)
     targets = {}

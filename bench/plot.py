@@ -1,4 +1,4 @@
-"""Plot bench/results/*.json into docs/img/bench-summary.png (matplotlib, Agg).
+"""Plot bench/results/*.json into docs/img/bench-summary.png and docs/img/latency-percentiles.png (matplotlib, Agg).
 
     .venv/bin/python -m bench.plot
 """
@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.common import RESULTS_DIR, ROOT, median  # noqa: E402
 
 OUT = ROOT / "docs" / "img" / "bench-summary.png"
+SPECTRUM_OUT = ROOT / "docs" / "img" / "latency-percentiles.png"
 
 
 def load(name: str) -> dict | None:
@@ -95,6 +96,36 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, dpi=90)
     print(f"wrote {OUT.relative_to(ROOT)}")
+    if latency or engine_latency:
+        plot_spectra(latency, engine_latency)
+
+
+def plot_spectra(latency: dict | None, engine_latency: dict | None) -> None:
+    """Latency by percentile, as HDR histograms are drawn: the x axis spreads the tail (1 / (1 - percentile))."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    series = []
+    if latency:  # per rate, the run with the median p99
+        for row in latency["results"]:
+            runs = sorted((r for r in row["runs"] if r.get("spectrum")), key=lambda r: r["total"]["p99"])
+            if runs:
+                rate = f"{row['rate']:,}/s" if row["rate"] else "unpaced"
+                series.append((f"event -> WebSocket, {rate}", runs[len(runs) // 2]["spectrum"], "-"))
+    if engine_latency:
+        series += [(f"engine alone (to Redis), {r['rate']:,}/s", r["spectrum"], ":")
+                   for r in engine_latency["results"] if r.get("spectrum")]
+    for label, spectrum, style in series:
+        below_max = [(p, ms) for p, ms in spectrum if p < 100.0]
+        ax.plot([1.0 / (1.0 - p / 100.0) for p, _ in below_max], [ms for _, ms in below_max], style, label=label)
+    ticks = [50, 90, 99, 99.9, 99.99]
+    ax.set_xscale("log")
+    ax.set_xticks([1.0 / (1.0 - t / 100.0) for t in ticks], [f"p{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    ax.axhline(20, color="grey", linestyle="--", label="target p99 at 5k/s (20 ms)")
+    _label(ax, "Latency by percentile (exact, from every sample)", "percentile", "ms")
+    fig.tight_layout()
+    fig.savefig(SPECTRUM_OUT, dpi=90)
+    print(f"wrote {SPECTRUM_OUT.relative_to(ROOT)}")
 
 
 def _label(ax: plt.Axes, title: str, xlabel: str, ylabel: str) -> None:
