@@ -61,6 +61,21 @@ def machine() -> dict[str, Any]:
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+def code_version() -> str:
+    """The git commit the benchmark ran (with "+changes" when the working tree differs), or "unknown"."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", ":!docs/img")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+changes" if commit and changed else commit or "unknown"
+
+
 def add_json_option(parser: argparse.ArgumentParser, name: str) -> None:
     """The benchmarks' `--json [PATH]` option (no PATH: bench/results/NAME.json; see `write_json`)."""
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
@@ -71,7 +86,8 @@ def write_json(name: str, data: dict[str, Any], path: str | None = None) -> Path
     """Write the results as JSON (default bench/results/NAME.json); returns the path."""
     target = Path(path) if path else RESULTS_DIR / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **data}
+    payload = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": code_version(),
+               "machine": machine(), **data}
     target.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"\nresults written to {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
     return target
