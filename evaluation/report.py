@@ -76,6 +76,8 @@ def _off_policy(result: dict) -> dict[str, Any]:
     props = [d["propensity"] for d in logs]
     targets = {
         "rules (engine RuleBasedPolicy)": [1.0 if d["action"] == d["rules_action"] else 0.0 for d in logs],
+        "bandit greedy (its learned choice, no exploration)": [1.0 if d["action"] == d["greedy_action"] else 0.0
+                                                               for d in logs],
         "always recommend": [1.0 if d["action"] == "recommend" else 0.0 for d in logs],
         "always retention_offer": [1.0 if d["action"] == "retention_offer" else 0.0 for d in logs],
         "logged bandit (sanity: = on-policy mean)": [1.0] * len(logs),

@@ -380,9 +380,10 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 served["confidence"] = decision_confidence(p, engine.config.churn_threshold, profile.n_events)
                 served["risk"] = p
             rules_action = decision["action"]["name"]
-            context = None
+            context = greedy_action = None
             if arm == "personalized+bandit":
                 context = _bandit_context(decision, segment, segmenter.n_segments)
+                greedy_action = bandit.greedy_one(context)  # what it has learned, apart from exploring
                 action, propensity = bandit.predict_one(context)
                 served["action"] = {"name": action, "propensity": propensity, "reason": "contextual bandit"}
             if on_decision is not None:
@@ -395,6 +396,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 segment_stats[segment].append((arm, truth.engagement, truth.churn_risk))
             pending[uid] = {"arm": arm, "context": context, "action": served["action"]["name"],
                             "propensity": served["action"]["propensity"], "rules_action": rules_action,
+                            "greedy_action": greedy_action,
                             "reward": (reaction.revenue - reaction.cost) / median_price}
     for uid in list(pending):
         finalize(uid)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.report import write_report
+from evaluation.report import summarize, write_report
 from evaluation.runner import ARMS, EvalConfig, StratifiedAssigner, explanation_errors, run
+from online_models.bandit import NBA_ACTIONS
 from simulator.reactions import AT_RISK, react
 from simulator.scenarios import SCENARIOS, ScenarioStream
 
@@ -132,6 +133,21 @@ def test_report_files(small_run, tmp_path: Path) -> None:
     assert set(data["phases"]) == {"after_freeze", "freeze_to_drift", "after_drift"}
     assert data["ab_test"]["control"]["users"] > 0 and "lift_vs_control" in data["ab_test"]["personalized"]["revenue"]
     assert summary["drift"]["periodic_retrains"] == len(result["variants"]["periodic"].retrains)
+
+
+def test_bandit_arm_logs_its_greedy_choice_and_the_report_evaluates_it(small_run) -> None:
+    """The logged action is the greedy one exactly when its propensity is the greedy propensity."""
+    result, _ = small_run
+    logs = [d for d in result["decision_log"] if d["arm"] == "personalized+bandit"]
+    epsilon, k = result["config"]["bandit_epsilon"], len(NBA_ACTIONS)
+    assert len(logs) > 20
+    for d in logs:
+        assert d["greedy_action"] in NBA_ACTIONS
+        assert (d["action"] == d["greedy_action"]) == (d["propensity"] == pytest.approx(1 - epsilon + epsilon / k))
+    assert all(d["greedy_action"] is None for d in result["decision_log"] if d["arm"] != "personalized+bandit")
+    by_hand = sum(d["reward"] / d["propensity"] for d in logs if d["action"] == d["greedy_action"]) / len(logs)
+    estimate = summarize(result)["bandit"]["estimates"]["bandit greedy (its learned choice, no exploration)"]
+    assert estimate["ips"] == pytest.approx(by_hand)
 
 
 def test_cli_evaluate(tmp_path: Path) -> None:
