@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
             + [f"{r['stages'][s]['p50']:.1f} / {r['stages'][s]['p99']:.1f}" for s in ("kafka", "dataflow", "redis")]
             + [f"{r['total']['p99'] / base:.1f}"] for r in results]
     print_table("Engine alone: event -> decision in Redis pub/sub (ms, exact percentiles)",
-                ["offered events/s", "decided/s", "p50", "p95", "p99", "p99.9", "max", "Kafka p50/p99", "dataflow p50/p99",
-                 "Redis p50/p99", f"p99 vs {fmt(results[0]['rate'])}/s"], rows)
+                ["offered events/s", "decided/s", "p50", "p95", "p99", "p99.9", "max", "Kafka p50/p99",
+                 "dataflow p50/p99", "Redis p50/p99", f"p99 vs {fmt(results[0]['rate'])}/s"], rows)
     data = {"duration_s": args.duration, "users": args.users, "results": results}
     if args.json is not None:
         write_json("engine_latency", data, args.json or None)

@@ -36,8 +36,8 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, median, percentile_spectrum, percentiles, print_table, run_env, servers,
-    write_json,
+    ROOT, PubSubListener, add_json_option, fmt, median, percentile_spectrum, percentiles, print_table, run_env,
+    servers, write_json,
 )
 
 SECRET = "bench-secret"
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
             for s in ("kafka", "dataflow", "redis", "gateway")])
         summary.append({"rate": rate, "runs": results[rate]})
     print_table(f"Latency event -> WebSocket client (ms, exact percentiles, median of {args.runs} run(s))",
-                ["offered events/s", "sent/s", "delivered/s", "p50", "p95", "p99", "p99.9", "max", f"p99 vs {fmt(base)}/s"],
-                rows)
+                ["offered events/s", "sent/s", "delivered/s", "p50", "p95", "p99", "p99.9", "max",
+                 f"p99 vs {fmt(base)}/s"], rows)
     print_table("Per-stage latency p50 / p99 (ms)", ["offered events/s", "Kafka", "dataflow", "Redis", "gateway"],
                 stage_rows)
     targets = {}
