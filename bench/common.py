@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,8 +64,6 @@ def machine() -> dict[str, Any]:
 
 def code_version() -> str:
     """The git commit the benchmark ran (with "+changes" when the working tree differs), or "unknown"."""
-    import subprocess
-
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
 
@@ -241,8 +240,6 @@ class PubSubListener:
     (so its clock is not delayed by the benchmark's other work) and written to `path`."""
 
     def __init__(self, redis_url: str, prefix: str, path: Path, seconds: float) -> None:
-        import subprocess
-
         self._path = path
         self._process = subprocess.Popen([sys.executable, "-c", _LISTENER, redis_url, prefix, str(path), str(seconds)])
 

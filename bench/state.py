@@ -109,17 +109,21 @@ def measure_users(n: int, runs: int) -> dict:
     blobs = snapshot(keys)
     snap_bytes = sum(len(b) for b in blobs) / n
     full, partial, save_full, save_changed, restart = [], [], [], [], []
-    for run in range(runs):
-        full.append(timed(lambda: snapshot(keys)))
-        partial.append(timed(lambda: snapshot(changed)))
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = ModelCheckpoint(engine, Path(tmp) / "models.pkl")
-            save_full.append(timed(checkpoint.save))
-            for uid in changed:  # 1% of the users learn one interaction each
-                engine.recommender.learn_one(uid, f"item-{run}", "cat", 1.0, 0)
-            save_changed.append(timed(checkpoint.save))
-            checkpoint_bytes = checkpoint.path.stat().st_size + checkpoint.user_store_path.stat().st_size
-            restart.append(restart_in_new_process(blobs, checkpoint.path))
+    with tempfile.TemporaryDirectory() as snapshot_dir:
+        snapshots = Path(snapshot_dir) / "snapshots.pkl"  # what a restart reads, written once for every run
+        with open(snapshots, "wb") as file:
+            pickle.dump(blobs, file, protocol=pickle.HIGHEST_PROTOCOL)
+        for run in range(runs):
+            full.append(timed(lambda: snapshot(keys)))
+            partial.append(timed(lambda: snapshot(changed)))
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = ModelCheckpoint(engine, Path(tmp) / "models.pkl")
+                save_full.append(timed(checkpoint.save))
+                for uid in changed:  # 1% of the users learn one interaction each
+                    engine.recommender.learn_one(uid, f"item-{run}", "cat", 1.0, 0)
+                save_changed.append(timed(checkpoint.save))
+                checkpoint_bytes = checkpoint.path.stat().st_size + checkpoint.user_store_path.stat().st_size
+                restart.append(restart_in_new_process(snapshots, checkpoint.path))
     return {"users": n, "bytes_per_user": bytes_per_user, "snapshot_bytes_per_user": snap_bytes,
             "snapshot_all_s": median(full), "snapshot_1pct_s": median(partial),
             "model_checkpoint_full_s": median(save_full), "model_checkpoint_1pct_s": median(save_changed),
@@ -127,14 +131,11 @@ def measure_users(n: int, runs: int) -> dict:
             "gc_full_pass_s": gc_pass_s, "gc_next_full_pass_s": gc_next_pass_s}
 
 
-def restart_in_new_process(blobs: list[bytes], checkpoint_path: Path) -> float:
-    """Seconds a new process (the engine's garbage-collector settings) takes to restore the snapshots and models."""
-    with tempfile.TemporaryDirectory() as tmp:
-        snapshots = Path(tmp) / "snapshots.pkl"
-        with open(snapshots, "wb") as file:
-            pickle.dump(blobs, file, protocol=pickle.HIGHEST_PROTOCOL)
-        command = [sys.executable, "-m", "bench.state", "--time-restart", str(snapshots), str(checkpoint_path)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+def restart_in_new_process(snapshots: Path, checkpoint_path: Path) -> float:
+    """Seconds a new process (the engine's garbage-collector settings) takes to restore the pickled list of
+    profile snapshots in `snapshots` and the models (see `time_restart`)."""
+    command = [sys.executable, "-m", "bench.state", "--time-restart", str(snapshots), str(checkpoint_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.splitlines()[-1])["restart_s"]
 
 
