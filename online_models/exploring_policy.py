@@ -14,12 +14,11 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from online_models.actions import BANDIT_ACTIONS
 from online_models.bandit import EpsilonGreedyBandit
 from online_models.next_best_action import Action, RuleBasedPolicy
 
 __all__ = ["BANDIT_ACTIONS", "ExploringPolicy"]
-
-BANDIT_ACTIONS = ("recommend", "retention_offer", "discount", "do_nothing")
 
 
 class ExploringPolicy:

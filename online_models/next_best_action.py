@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from online_models.actions import RULE_ACTIONS as ACTIONS
+from online_models.actions import Action
 
 __all__ = ["ACTIONS", "Action", "RuleBasedPolicy"]
-
-ACTIONS = ("recommend", "retention_offer", "escalate_to_agent")
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """The chosen action, the probability the policy chose it, and why."""
-
-    name: str
-    propensity: float
-    reason: str
-
-    def to_dict(self) -> dict:
-        """JSON-able form."""
-        return {"name": self.name, "propensity": float(self.propensity), "reason": self.reason}
 
 
 class RuleBasedPolicy:

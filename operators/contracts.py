@@ -30,7 +30,8 @@ TOPIC_KIND_OF_TYPE: dict[str, str] = {
 MAX_ID_CHARS = 128
 MAX_TEXT_CHARS = 4000
 MAX_QUERY_CHARS = 512
-MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MIN_TS_MS = 946_684_800_000  # 2000-01-01: live events
+REPLAY_MIN_TS_MS = 0  # 1970-01-01: replays of recorded history (PULSE_REPLAY=1)
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_PRICE = 1e9  # larger prices are input errors and would overflow the spend features
 MAX_DWELL_MS = 86_400_000  # one day
@@ -148,8 +149,11 @@ _TYPE_CHECKS: dict[str, Callable[[dict], None]] = {
 }
 
 
-def validate_event(event: Any, topic_kind: str) -> dict[str, Any]:
+def validate_event(event: Any, topic_kind: str, min_ts_ms: int = MIN_TS_MS) -> dict[str, Any]:
     """Return `event` if it satisfies the contract for a topic of kind `topic_kind`, else raise InvalidEvent.
+
+    Timestamps must lie in `min_ts_ms`..2100-01-01: from 2000 on for live events, from 1970 on for replays
+    of recorded history (`REPLAY_MIN_TS_MS`).
 
     >>> validate_event({"event_id": "e1", "user_id": "u1", "type": "page_view", "ts": 1700000000000}, "clickstream")["type"]
     'page_view'
@@ -168,6 +172,8 @@ def validate_event(event: Any, topic_kind: str) -> dict[str, Any]:
         raise InvalidEvent(f"type {event_type!r} belongs on the {expected_kind} topic, not {topic_kind}")
     ts = event.get("ts")
     _require(isinstance(ts, int) and not isinstance(ts, bool), "field 'ts' must be an integer epoch in milliseconds")
-    _require(MIN_TS_MS <= ts <= MAX_TS_MS, "field 'ts' is outside 2000-01-01..2100-01-01 (epoch milliseconds expected)")
+    if not min_ts_ms <= ts <= MAX_TS_MS:
+        since = "2000-01-01" if min_ts_ms == MIN_TS_MS else f"{min_ts_ms} ms"
+        raise InvalidEvent(f"field 'ts' is outside {since}..2100-01-01 (epoch milliseconds expected)")
     _TYPE_CHECKS[event_type](event)
     return event

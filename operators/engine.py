@@ -17,6 +17,7 @@ from typing import Any
 from river import stats
 
 from online_models import Action, ChurnClassifier, HybridRecommender, RuleBasedPolicy, SentimentClassifier
+from online_models.actions import OFFER_ACTIONS
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
@@ -31,7 +32,6 @@ MODEL_NAMES = ("recommender", "churn_adaptive", "sentiment_adaptive", "recommend
                "action_rewards")
 DRIFT_REPLAY = 2_000  # recent labeled examples kept to retrain a model from when its error drifts up
 NON_PERSONALIZED_POLICY = "non-personalized"
-OFFER_ACTIONS = frozenset({"retention_offer", "discount"})
 SEGMENT_REFRESH_EVENTS = frozenset({"session_start", "session_end"})
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import orjson
 from confluent_kafka import Message
 
-from operators.contracts import InvalidEvent, validate_event
+from operators.contracts import MIN_TS_MS, REPLAY_MIN_TS_MS, InvalidEvent, validate_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +35,17 @@ class Rejected:
 class EventParser:
     """Decode (orjson) and validate records; map each topic name to its contract kind.
 
+    `replay` accepts timestamps from 1970 on (recorded history replayed), live events only from 2000 on.
+
     >>> parser = EventParser({"clickstream": "clickstream"}, max_bytes=1024)
     >>> parser.parse(b"{", None, "clickstream", 0, 7).reason[:12]
     'invalid JSON'
     """
 
-    def __init__(self, topic_kinds: Mapping[str, str], max_bytes: int) -> None:
+    def __init__(self, topic_kinds: Mapping[str, str], max_bytes: int, replay: bool = False) -> None:
         self._topic_kinds = dict(topic_kinds)
         self._max_bytes = max_bytes
+        self._min_ts_ms = REPLAY_MIN_TS_MS if replay else MIN_TS_MS  # replay: recorded history, from 1970
 
     def parse(
         self, raw: bytes | None, key: bytes | None, topic: str | None, partition: int | None, offset: int | None
@@ -64,7 +67,7 @@ class EventParser:
         except orjson.JSONDecodeError as exc:
             return reject(f"invalid JSON: {exc}")
         try:
-            validate_event(event, kind)
+            validate_event(event, kind, self._min_ts_ms)
         except InvalidEvent as exc:
             return reject(str(exc))
         return Accepted(event, int(time.time() * 1000))

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
-OFFER_ACTIONS = frozenset({"retention_offer", "discount"})
+from online_models.actions import OFFER_ACTIONS
 
 
 @dataclass

@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     from evaluation.cli import add_arguments as _add_evaluate_arguments
 
     _add_evaluate_arguments(commands.add_parser(
-        "evaluate", help="run a simulator scenario through the real models and write a report (tables + plots)"))
+        "evaluate", help="replay a simulator scenario or a real public data set through the real models, with "
+                    "baselines in the same run, and write a report (tables + plots)"))
 
     token = commands.add_parser(
         "token", help="print a user token for WebSocket subscriptions and browser ingest",

@@ -1,117 +1,153 @@
 """12-factor configuration: every setting comes from an environment variable with a documented default.
 
-`SETTINGS_DOC` is the single source of truth; README's configuration table is generated from it
-(`pulse config`), so code and docs cannot drift apart.
+Each setting is declared once, as a field of `Settings` with its variable, default and meaning;
+README's configuration table is generated from those declarations (`pulse config`), so code and docs
+cannot drift apart. Secrets are left out of `repr`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Any, Mapping
+
+SECRET = "secret"
 
 
 class ConfigError(ValueError):
     """A configuration variable holds a value Pulse cannot use."""
 
 
-# name -> (environment variable, default, description)
-SETTINGS_DOC: dict[str, tuple[str, str, str]] = {
-    "kafka_bootstrap": ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers (host:port[,host:port])."),
-    "redis_url": ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL for latest decisions and pub/sub."),
-    "topic_clickstream": ("PULSE_TOPIC_CLICKSTREAM", "clickstream", "Input topic of clickstream events."),
-    "topic_chat": ("PULSE_TOPIC_CHAT", "chat", "Input topic of chat events."),
-    "topic_control": ("PULSE_TOPIC_CONTROL", "control", "Input topic of control events (consent, forget_user, churn_outcome)."),
-    "topic_items": ("PULSE_TOPIC_ITEMS", "items", "Input topic of catalog events (item_upsert, item_delete), read whole by every worker."),
-    "topic_outcomes": ("PULSE_TOPIC_OUTCOMES", "outcomes", "Output topic: each decision's settled reward (attribution join result)."),
-    "topic_decisions": ("PULSE_TOPIC_DECISIONS", "decisions", "Output topic: every decision with its explanation."),
-    "topic_dead_letter": ("PULSE_TOPIC_DEAD_LETTER", "dead-letter", "Output topic: raw invalid events, reason in headers."),
-    "topic_partitions": ("PULSE_TOPIC_PARTITIONS", "2", "Partitions per topic when Pulse creates topics."),
-    "starting_offset": ("PULSE_STARTING_OFFSET", "earliest", "Where the dataflow starts reading without recovery state: earliest|latest."),
-    "kafka_fetch_wait_ms": ("PULSE_KAFKA_FETCH_WAIT_MS", "5", "Longest a consumer fetch waits for data (latency floor on brokers that hold fetches, e.g. Tansu)."),
-    "max_event_bytes": ("PULSE_MAX_EVENT_BYTES", "65536", "Events larger than this are dead-lettered as oversize."),
-    "top_k": ("PULSE_TOP_K", "10", "Recommendations per decision."),
-    "decision_ttl_s": ("PULSE_DECISION_TTL_S", "86400", "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision expires after the same time."),
-    "attribution_window_s": ("PULSE_ATTRIBUTION_WINDOW_S", "1800", "Wait window joining outcomes (click, cart, purchase) to the decision before them."),
-    "model_dir": ("PULSE_MODEL_DIR", ".pulse/models", "Directory of model snapshots (`pulse models snapshot|list|rollback`), shared by engine processes."),
-    "model_snapshot_s": ("PULSE_MODEL_SNAPSHOT_S", "300", "Seconds between automatic model snapshots; 0: only on request."),
-    "rules_file": ("PULSE_RULES_FILE", "", "TOML file of business rules (hot-reloaded); empty: no rules."),
-    "redis_prefix": ("PULSE_REDIS_PREFIX", "pulse", "Prefix of Redis keys (PREFIX:decision:USER) and channels (PREFIX:decisions:USER)."),
-    "churn_threshold": ("PULSE_CHURN_THRESHOLD", "0.6", "Churn probability at/above which the retention offer is chosen."),
-    "escalation_threshold": ("PULSE_ESCALATION_THRESHOLD", "-0.5", "Recent sentiment at/below which a human agent takes over."),
-    "nba_epsilon": ("PULSE_NBA_EPSILON", "0.05", "Share of next-best-action choices that explore (logged with their propensity)."),
-    "nba_warmup": ("PULSE_NBA_WARMUP", "1000", "Rewards the bandit learns before it replaces the rules as the next-best-action policy."),
-    "gateway_host": ("PULSE_GATEWAY_HOST", "127.0.0.1", "WebSocket gateway bind address."),
-    "gateway_port": ("PULSE_GATEWAY_PORT", "8765", "WebSocket gateway port."),
-    "gateway_queue": ("PULSE_GATEWAY_QUEUE", "64", "Per-client send queue; a slow client loses its oldest queued decisions."),
-    "seed": ("PULSE_SEED", "7", "Seed of the models' random initialisation."),
-    "recovery_dir": ("PULSE_RECOVERY_DIR", ".pulse/recovery", "Bytewax recovery partitions and model checkpoints of `pulse run` (created if missing)."),
-    "snapshot_s": ("PULSE_SNAPSHOT_S", "5", "Seconds between recovery snapshots (the epoch length; replay after a crash is at most about this)."),
-    "backup_s": ("PULSE_BACKUP_S", "30", "Seconds older snapshots are kept (set to how often the recovery directory is backed up)."),
-    "startup_retry_s": ("PULSE_STARTUP_RETRY_S", "30", "How long `pulse run` retries an unreachable broker (with backoff) before exiting with code 3."),
-    "gc_gen0": ("PULSE_GC_GEN0", "10000", "Allocations between the engine's youngest garbage collections (Python: 700); older generations follow every 20 and 100 of them, so large per-user state is rescanned rarely. 0: Python's defaults."),
-    "gc_freeze": ("PULSE_GC_FREEZE", "1", "1: the engine and the gateway freeze the survivors of each full garbage-collector pass out of the next ones (pulse.runtime.SurvivorFreezer), which then scan what survived since instead of every open WebSocket or user profile; cycles that became garbage while frozen are reclaimed each time the memory in use has doubled. 0: Python's behaviour."),
-    "pseudonymize_key": ("PULSE_PSEUDONYMIZE_KEY", "", "When set, user ids are replaced by HMAC-SHA256(key, user_id) before anything is stored."),
-    "metrics_port": ("PULSE_METRICS_PORT", "0", "Port of the engine's Prometheus endpoint /metrics (0: off)."),
-    "http_port": ("PULSE_HTTP_PORT", "8080", "Gateway HTTP port: dashboard, shop demo, /metrics, /v1 API and ingest (0: any free port)."),
-    "gateway_secret": ("PULSE_GATEWAY_SECRET", "", "HMAC-SHA256 secret of the user tokens that WebSocket subscriptions and browser ingest need (`pulse token`)."),
-    "gateway_insecure": ("PULSE_GATEWAY_INSECURE", "0", "1 turns token checks off; allowed only while PULSE_GATEWAY_SECRET is unset (local demos, tests)."),
-    "gateway_origins": ("PULSE_GATEWAY_ORIGINS", "", "Comma-separated browser Origins allowed to open WebSockets (empty: any)."),
-    "gateway_rate": ("PULSE_GATEWAY_RATE", "20", "Client messages per second per WebSocket (bursts of twice that); faster clients are closed (1008)."),
-    "gateway_idle_s": ("PULSE_GATEWAY_IDLE_S", "30", "A WebSocket without any subscription for this many seconds is closed."),
-    "operator_token": ("PULSE_OPERATOR_TOKEN", "", "Credential of the dashboard, /metrics and /v1/* (Authorization: Bearer, or ?token=)."),
-    "engine_metrics": ("PULSE_ENGINE_METRICS", "", "Comma-separated engine /metrics URLs that the dashboard summarizes."),
-}
+@dataclass(frozen=True, slots=True)
+class SettingDoc:
+    """How one setting is configured: its environment variable, default (as written there) and meaning."""
+
+    var: str
+    default: str
+    doc: str
+    secret: bool = False
+
+
+def setting(var: str, default: str, doc: str, secret: bool = False) -> Any:
+    """Declare a `Settings` field read from `var` (default `default`, converted to the field's type)."""
+    return dataclasses.field(metadata={"setting": SettingDoc(var, default, doc, secret)}, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Typed view of the environment; build with `Settings.from_env()`."""
+    """Typed view of the environment; build with `Settings.from_env()`.
 
-    kafka_bootstrap: str
-    redis_url: str
-    topic_clickstream: str
-    topic_chat: str
-    topic_control: str
-    topic_items: str
-    topic_outcomes: str
-    topic_decisions: str
-    topic_dead_letter: str
-    topic_partitions: int
-    starting_offset: str
-    kafka_fetch_wait_ms: int
-    max_event_bytes: int
-    top_k: int
-    decision_ttl_s: int
-    attribution_window_s: float
-    model_dir: str
-    model_snapshot_s: float
-    rules_file: str
-    redis_prefix: str
-    churn_threshold: float
-    escalation_threshold: float
-    nba_epsilon: float
-    nba_warmup: int
-    gateway_host: str
-    gateway_port: int
-    gateway_queue: int
-    seed: int
-    recovery_dir: str
-    snapshot_s: int
-    backup_s: int
-    startup_retry_s: float
-    gc_gen0: int
-    gc_freeze: int
-    pseudonymize_key: str
-    metrics_port: int
-    http_port: int
-    gateway_secret: str
-    gateway_insecure: int
-    gateway_origins: str
-    gateway_rate: int
-    gateway_idle_s: int
-    operator_token: str
-    engine_metrics: str
+    >>> Settings.from_env({"PULSE_TOP_K": "5"}).top_k
+    5
+    >>> "s3cret" in repr(Settings.from_env({"PULSE_GATEWAY_SECRET": "s3cret"}))
+    False
+    """
+
+    kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "127.0.0.1:9092",
+        "Kafka bootstrap servers (host:port[,host:port]).")
+    redis_url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0",
+        "Redis URL for latest decisions and pub/sub.")
+    topic_clickstream: str = setting("PULSE_TOPIC_CLICKSTREAM", "clickstream",
+        "Input topic of clickstream events.")
+    topic_chat: str = setting("PULSE_TOPIC_CHAT", "chat",
+        "Input topic of chat events.")
+    topic_control: str = setting("PULSE_TOPIC_CONTROL", "control",
+        "Input topic of control events (consent, forget_user, churn_outcome).")
+    topic_items: str = setting("PULSE_TOPIC_ITEMS", "items",
+        "Input topic of catalog events (item_upsert, item_delete), read whole by every worker.")
+    topic_outcomes: str = setting("PULSE_TOPIC_OUTCOMES", "outcomes",
+        "Output topic: each decision's settled reward (attribution join result).")
+    topic_decisions: str = setting("PULSE_TOPIC_DECISIONS", "decisions",
+        "Output topic: every decision with its explanation.")
+    topic_dead_letter: str = setting("PULSE_TOPIC_DEAD_LETTER", "dead-letter",
+        "Output topic: raw invalid events, reason in headers.")
+    topic_partitions: int = setting("PULSE_TOPIC_PARTITIONS", "2",
+        "Partitions per topic when Pulse creates topics.")
+    starting_offset: str = setting("PULSE_STARTING_OFFSET", "earliest",
+        "Where the dataflow starts reading without recovery state: earliest|latest.")
+    kafka_fetch_wait_ms: int = setting("PULSE_KAFKA_FETCH_WAIT_MS", "5",
+        "Longest a consumer fetch waits for data (latency floor on brokers that hold fetches, e.g. "
+        "Tansu).")
+    replay: int = setting("PULSE_REPLAY", "0",
+        "1: the input is recorded history replayed: event timestamps from 1970 on are accepted (live events "
+        "must be from 2000 on). 0: live events.")
+    max_event_bytes: int = setting("PULSE_MAX_EVENT_BYTES", "65536",
+        "Events larger than this are dead-lettered as oversize.")
+    top_k: int = setting("PULSE_TOP_K", "10",
+        "Recommendations per decision.")
+    decision_ttl_s: int = setting("PULSE_DECISION_TTL_S", "86400",
+        "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision "
+        "expires after the same time.")
+    attribution_window_s: float = setting("PULSE_ATTRIBUTION_WINDOW_S", "1800",
+        "Wait window joining outcomes (click, cart, purchase) to the decision before them.")
+    model_dir: str = setting("PULSE_MODEL_DIR", ".pulse/models",
+        "Directory of model snapshots (`pulse models snapshot|list|rollback`), shared by engine "
+        "processes.")
+    model_snapshot_s: float = setting("PULSE_MODEL_SNAPSHOT_S", "300",
+        "Seconds between automatic model snapshots; 0: only on request.")
+    rules_file: str = setting("PULSE_RULES_FILE", "",
+        "TOML file of business rules (hot-reloaded); empty: no rules.")
+    redis_prefix: str = setting("PULSE_REDIS_PREFIX", "pulse",
+        "Prefix of Redis keys (PREFIX:decision:USER) and channels (PREFIX:decisions:USER).")
+    churn_threshold: float = setting("PULSE_CHURN_THRESHOLD", "0.6",
+        "Churn probability at/above which the retention offer is chosen.")
+    escalation_threshold: float = setting("PULSE_ESCALATION_THRESHOLD", "-0.5",
+        "Recent sentiment at/below which a human agent takes over.")
+    nba_epsilon: float = setting("PULSE_NBA_EPSILON", "0.05",
+        "Share of next-best-action choices that explore (logged with their propensity).")
+    nba_warmup: int = setting("PULSE_NBA_WARMUP", "1000",
+        "Rewards the bandit learns before it replaces the rules as the next-best-action policy.")
+    gateway_host: str = setting("PULSE_GATEWAY_HOST", "127.0.0.1",
+        "WebSocket gateway bind address.")
+    gateway_port: int = setting("PULSE_GATEWAY_PORT", "8765",
+        "WebSocket gateway port.")
+    gateway_queue: int = setting("PULSE_GATEWAY_QUEUE", "64",
+        "Per-client send queue; a slow client loses its oldest queued decisions.")
+    seed: int = setting("PULSE_SEED", "7",
+        "Seed of the models' random initialisation.")
+    recovery_dir: str = setting("PULSE_RECOVERY_DIR", ".pulse/recovery",
+        "Bytewax recovery partitions and model checkpoints of `pulse run` (created if missing).")
+    snapshot_s: int = setting("PULSE_SNAPSHOT_S", "5",
+        "Seconds between recovery snapshots (the epoch length; replay after a crash is at most about "
+        "this).")
+    backup_s: int = setting("PULSE_BACKUP_S", "30",
+        "Seconds older snapshots are kept (set to how often the recovery directory is backed up).")
+    startup_retry_s: float = setting("PULSE_STARTUP_RETRY_S", "30",
+        "How long `pulse run` retries an unreachable broker (with backoff) before exiting with code "
+        "3.")
+    gc_gen0: int = setting("PULSE_GC_GEN0", "10000",
+        "Allocations between the engine's youngest garbage collections (Python: 700); older "
+        "generations follow every 20 and 100 of them, so large per-user state is rescanned rarely. 0: "
+        "Python's defaults.")
+    gc_freeze: int = setting("PULSE_GC_FREEZE", "1",
+        "1: the engine and the gateway freeze the survivors of each full garbage-collector pass out "
+        "of the next ones (pulse.runtime.SurvivorFreezer), which then scan what survived since "
+        "instead of every open WebSocket or user profile; cycles that became garbage while frozen are "
+        "reclaimed each time the memory in use has doubled. 0: Python's behaviour.")
+    pseudonymize_key: str = setting("PULSE_PSEUDONYMIZE_KEY", "",
+        "When set, user ids are replaced by HMAC-SHA256(key, user_id) before anything is stored.", secret=True)
+    metrics_port: int = setting("PULSE_METRICS_PORT", "0",
+        "Port of the engine's Prometheus endpoint /metrics (0: off).")
+    http_port: int = setting("PULSE_HTTP_PORT", "8080",
+        "Gateway HTTP port: dashboard, shop demo, /metrics, /v1 API and ingest (0: any free port).")
+    gateway_secret: str = setting("PULSE_GATEWAY_SECRET", "",
+        "HMAC-SHA256 secret of the user tokens that WebSocket subscriptions and browser ingest need "
+        "(`pulse token`).", secret=True)
+    gateway_insecure: int = setting("PULSE_GATEWAY_INSECURE", "0",
+        "1 turns token checks off; allowed only while PULSE_GATEWAY_SECRET is unset (local demos, "
+        "tests).")
+    gateway_origins: str = setting("PULSE_GATEWAY_ORIGINS", "",
+        "Comma-separated browser Origins allowed to open WebSockets (empty: any).")
+    gateway_rate: int = setting("PULSE_GATEWAY_RATE", "20",
+        "Client messages per second per WebSocket (bursts of twice that); faster clients are closed "
+        "(1008).")
+    gateway_idle_s: int = setting("PULSE_GATEWAY_IDLE_S", "30",
+        "A WebSocket without any subscription for this many seconds is closed.")
+    operator_token: str = setting("PULSE_OPERATOR_TOKEN", "",
+        "Credential of the dashboard, /metrics and /v1/* (Authorization: Bearer, or ?token=).", secret=True)
+    engine_metrics: str = setting("PULSE_ENGINE_METRICS", "",
+        "Comma-separated engine /metrics URLs that the dashboard summarizes.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -119,13 +155,13 @@ class Settings:
         env = os.environ if env is None else env
         values = {}
         for field in fields(cls):
-            var, default, _ = SETTINGS_DOC[field.name]
-            raw = env.get(var, default)
+            doc = setting_doc(field.name)
+            raw = env.get(doc.var, doc.default)
             convert = {"int": int, "float": float}.get(str(field.type), str)
             try:
                 values[field.name] = convert(raw)
             except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a valid {field.type}") from None
+                raise ConfigError(f"{doc.var}={raw!r} is not a valid {field.type}") from None
         settings = cls(**values)
         settings.validate()
         return settings
@@ -137,7 +173,7 @@ class Settings:
         for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s", "gateway_queue",
                      "gateway_rate", "gateway_idle_s", "snapshot_s"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be positive")
+                raise ConfigError(f"{setting_doc(name).var} must be positive")
         if not 0.0 <= self.nba_epsilon <= 1.0:
             raise ConfigError("PULSE_NBA_EPSILON must be within [0, 1]")
         if self.attribution_window_s <= 0:
@@ -150,10 +186,10 @@ class Settings:
             raise ConfigError("PULSE_BACKUP_S, PULSE_STARTUP_RETRY_S and PULSE_GC_GEN0 must be >= 0")
         for name in ("metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
-                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be a port number 0..65535")
-        for name in ("gateway_insecure", "gc_freeze"):
+                raise ConfigError(f"{setting_doc(name).var} must be a port number 0..65535")
+        for name in ("gateway_insecure", "gc_freeze", "replay"):
             if getattr(self, name) not in (0, 1):
-                raise ConfigError(f"{SETTINGS_DOC[name][0]} must be 0 or 1")
+                raise ConfigError(f"{setting_doc(name).var} must be 0 or 1")
         if self.gateway_insecure and self.gateway_secret:
             raise ConfigError("PULSE_GATEWAY_INSECURE=1 is only allowed while PULSE_GATEWAY_SECRET is unset")
 
@@ -185,8 +221,18 @@ class Settings:
         return f"{self.redis_prefix}:explanation:{decision_id}"
 
 
+def setting_docs() -> dict[str, SettingDoc]:
+    """Every setting's declaration, by field name, in declaration order."""
+    return {field.name: field.metadata["setting"] for field in fields(Settings)}
+
+
+def setting_doc(name: str) -> SettingDoc:
+    """The declaration of the setting held by field `name`."""
+    return setting_docs()[name]
+
+
 def settings_table() -> str:
     """Markdown table of every variable, its default and meaning."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    rows += [f"| `{var}` | `{default}` | {doc} |" for var, default, doc in SETTINGS_DOC.values()]
+    rows += [f"| `{doc.var}` | `{doc.default}` | {doc.doc} |" for doc in setting_docs().values()]
     return "\n".join(rows)

@@ -159,11 +159,11 @@ def isolated_env(bootstrap: str, redis_url: str, recovery_dir: Path, prefix: str
 
     Runs sharing a broker and a redis-server (tests, benchmarks) then never see each other's data.
     """
-    from pulse.config import SETTINGS_DOC
+    from pulse.config import setting_docs
 
     run = uuid.uuid4().hex[:8]
     env = dict(os.environ)
-    env.update({var: f"{default}-{run}" for name, (var, default, _) in SETTINGS_DOC.items()
+    env.update({doc.var: f"{doc.default}-{run}" for name, doc in setting_docs().items()
                 if name.startswith("topic_") and name != "topic_partitions"})
     env.update(
         KAFKA_BOOTSTRAP=bootstrap,

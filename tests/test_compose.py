@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 
 from pulse.cli import _parser
-from pulse.config import SETTINGS_DOC
+from pulse.config import setting_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-PULSE_VARS = {var for var, _, _ in SETTINGS_DOC.values()} | {"PULSE_LOG_LEVEL"}
+PULSE_VARS = {doc.var for doc in setting_docs().values()} | {"PULSE_LOG_LEVEL"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -91,3 +91,15 @@ def test_parser_rejects_with_reason_and_keeps_raw(raw: bytes | None, topic: str,
     assert isinstance(result, Rejected)
     assert reason in result.reason
     assert (result.raw, result.key, result.topic, result.partition, result.offset) == (raw, b"key", topic, 1, 42)
+
+
+def test_replays_of_recorded_history_are_accepted_only_when_asked_for() -> None:
+    """A 1997 rating replayed (PULSE_REPLAY=1) is valid; the same record as a live event is not."""
+    raw = orjson.dumps(event(type="page_view", item_id="i1", ts=874_965_758_000))  # 1997-09-22
+    live = EventParser(KINDS, max_bytes=1024).parse(raw, None, "clickstream", 0, 1)
+    assert isinstance(live, Rejected) and "'ts' is outside 2000-01-01..2100-01-01" in live.reason
+    replayed = EventParser(KINDS, max_bytes=1024, replay=True).parse(raw, None, "clickstream", 0, 1)
+    assert isinstance(replayed, Accepted) and replayed.event["ts"] == 874_965_758_000
+    negative = EventParser(KINDS, max_bytes=1024, replay=True).parse(
+        orjson.dumps(event(type="page_view", ts=-1)), None, "clickstream", 0, 2)
+    assert isinstance(negative, Rejected), "replays still need an epoch timestamp from 1970 on"

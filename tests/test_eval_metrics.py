@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -62,6 +61,3 @@ def test_mean_ci_and_bootstrap_lift() -> None:
     lift, lo, hi = M.bootstrap_lift([1.0, 0.0] * 200, [0.5, 0.0] * 200, seed=1)
     assert lift == pytest.approx(1.0) and lo < 1.0 < hi and lo > 0.3
 
-
-def test_metric_doctests() -> None:
-    assert doctest.testmod(M).failed == 0

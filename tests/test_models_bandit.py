@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
 import random
 
 import pytest
 
-import online_models.bandit as bandit_module
 from online_models.bandit import NBA_ACTIONS, EpsilonGreedyBandit, ips, snips
 
 
@@ -58,10 +56,6 @@ def test_ips_is_unbiased_on_a_simulated_log() -> None:
         target.append(1.0 if action == "b" else 0.0)
     assert ips(rewards, props, target) == pytest.approx(0.7, abs=0.02)
     assert snips(rewards, props, target) == pytest.approx(0.7, abs=0.02)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(bandit_module).failed == 0
 
 
 def test_reward_models_stay_bounded_on_a_rare_extreme_feature_value() -> None:

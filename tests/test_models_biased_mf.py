@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import pickle
 import random
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 from river import optim, reco
 
-import online_models.biased_mf as biased_mf_module
 from online_models.biased_mf import InPlaceBiasedMF
 
 
@@ -44,6 +42,3 @@ def test_pickles_and_keeps_learning() -> None:
     clone.learn_one("ann", "kayak", 2.0)
     assert clone.predict_one("ann", "kayak") == mf.predict_one("ann", "kayak")
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(biased_mf_module).failed == 0

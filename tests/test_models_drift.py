@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import doctest
 
-import online_models.drift as drift_module
 from online_models import ChurnClassifier
 from online_models.drift import DriftAdaptive, DriftDetector
 
@@ -41,6 +39,3 @@ def test_adaptive_model_recovers_after_concept_flip_faster_than_plain() -> None:
     assert adaptive.detector.n_drifts >= 1 and adaptive.adaptations[0]["example"] >= 2000
     assert late_errors_adaptive < late_errors_plain
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(drift_module).failed == 0

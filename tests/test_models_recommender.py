@@ -1,6 +1,5 @@
 import collections
 import copy
-import doctest
 import math
 import pickle
 import random
@@ -8,7 +7,6 @@ import random
 import numpy as np
 import pytest
 
-import online_models.recommender as recommender_module
 from online_models import HybridRecommender, Recommendation
 
 HOUR_MS = 3_600_000
@@ -298,6 +296,3 @@ def test_cached_eligibility_matches_the_windows_at_any_time() -> None:
             expected = listed and (start is None or start <= now) and (end is None or now <= end)
             assert rec.is_rankable(item, now) == expected, (item, now)
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(recommender_module).failed == 0

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
 import random
 
 import pytest
 from river import preprocessing
 
-import online_models.scaling as scaling_module
 from online_models.churn import ChurnClassifier
 from online_models.scaling import BoundedStandardScaler
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(scaling_module).failed == 0
 
 
 def test_standardized_values_are_clipped_to_the_bound() -> None:

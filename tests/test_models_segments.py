@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
 import random
 
-import online_models.confidence as confidence_module
-import online_models.segments as segments_module
 from online_models.confidence import decision_confidence
 from online_models.segments import BehaviourSegmenter
 
@@ -30,7 +27,3 @@ def test_confidence_by_hand() -> None:
     assert decision_confidence(0.3, 0.6, n_events=10_000) > 0.49  # (0.6 - 0.3) / 0.6 = 0.5
     assert decision_confidence(0.3, 0.6, n_events=5) < decision_confidence(0.3, 0.6, n_events=50)
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(segments_module).failed == 0
-    assert doctest.testmod(confidence_module).failed == 0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
 
 import pytest
 
-import online_models.selection as selection_module
 from online_models.selection import ModelSelector
 
 
@@ -30,6 +28,3 @@ def test_no_switch_within_margin_or_before_min_samples() -> None:
         early.observe(step, {"a": 1.0, "b": 0.0})
     assert early.champion == "a"
 
-
-def test_doctests() -> None:
-    assert doctest.testmod(selection_module).failed == 0
