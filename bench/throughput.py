@@ -18,6 +18,8 @@ share of the whole machine (broker, Redis and this reader included). The in-proc
 the same warm-up. Pipelines, all in the same run on the same servers:
 
 - engine, 1 process: `pulse run` (Bytewax, recovery on, as deployed);
+- baseline engine, 1 process: the same from another checkout (`--baseline-code DIR`, e.g. the commit before a
+  change in a `git worktree`), so a change's cost is a ratio measured in the same run on the same events;
 - engine, 2 processes: a Bytewax cluster `pulse run -i 0|1 -a "127.0.0.1:P1;127.0.0.1:P2"` (one partition each);
 - plain loop: the same work in a plain confluent-kafka consumer loop (bench/pipelines.py);
 - Quix Streams: the same work as a Quix Streams app (needs a Python with quixstreams: --quix-python,
@@ -129,14 +131,14 @@ def redis_decisions(redis_url: str, prefix: str) -> int:
 
 
 def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expected: int, warmup: int,
-                 timeout_s: float, workdir: Path) -> dict:
+                 timeout_s: float, workdir: Path, code: Path = ROOT) -> dict:
     """Start the pipeline's processes, wait for `expected` decisions in the log, stop them, measure after `warmup`."""
     from pulse.localservers import stop_processes
 
     topic = env["PULSE_TOPIC_DECISIONS"]
     reader = OutputReader(env["KAFKA_BOOTSTRAP"], topic)
     logs = [open(workdir / f"{name}-{i}.log", "wb") for i in range(len(commands))]
-    processes = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    processes = [subprocess.Popen(cmd, env=env, cwd=code, stdout=log, stderr=subprocess.STDOUT)
                  for cmd, log in zip(commands, logs)]
     meter = CpuMeter([p.pid for p in processes])
     started = time.monotonic()
@@ -295,13 +297,25 @@ def main(argv: list[str] | None = None) -> dict:
                         help="events before them, not measured (until then few decisions have settled: see above)")
     parser.add_argument("--runs", type=int, default=3, help="runs per pipeline (median reported)")
     parser.add_argument("--pipelines", nargs="+", default=["parts", "plain", "engine1", "engine2", "quix"],
-                        choices=["parts", "plain", "engine1", "engine2", "quix"])
+                        choices=["parts", "plain", "engine1", "baseline", "engine2", "quix"],
+                        help="baseline: the 1-process engine from --baseline-code (added when that is given)")
+    parser.add_argument("--baseline-code", type=Path, default=None, metavar="DIR",
+                        help="another checkout of Pulse (e.g. `git worktree add DIR COMMIT`): its engine runs beside "
+                             "this one in every run, on the same events and servers")
     parser.add_argument("--quix-python", default=os.environ.get("BENCH_QUIX_PYTHON", str(Path.home() / ".cache/pulse-bench-quix/bin/python")),
                         help="a Python with quixstreams installed (skipped when missing)")
     parser.add_argument("--quix-runs", type=int, default=1, help="Quix runs (each waits ~20 s for its group join)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
     add_json_option(parser, "throughput")
     args = parser.parse_args(argv)
+    if args.baseline_code is not None:
+        args.baseline_code = args.baseline_code.resolve()
+        if not (args.baseline_code / "flows" / "personalization.py").is_file():
+            parser.error(f"--baseline-code {args.baseline_code}: not a Pulse checkout")
+        if "baseline" not in args.pipelines:
+            args.pipelines.append("baseline")
+    elif "baseline" in args.pipelines:
+        parser.error("the baseline pipeline needs --baseline-code DIR")
 
     events = simulated_events(args.warmup_events + args.events)
     expected = len(events)
@@ -337,8 +351,12 @@ def main(argv: list[str] | None = None) -> dict:
                               f"each), models {models:,.0f}, "
                               f"redis {write:,.0f}, log {log:,.0f} -> combined {combined:,.0f} events/s", flush=True)
                         continue
-                    if pipeline == "engine1":
+                    code = ROOT
+                    if pipeline in ("engine1", "baseline"):
                         commands = [[sys.executable, "-m", "pulse.cli", "run", "-w", "1"]]
+                        if pipeline == "baseline":
+                            code = args.baseline_code
+                            env["PYTHONPATH"] = str(code)
                     elif pipeline == "engine2":
                         from pulse.localservers import free_port
 
@@ -356,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
                         env["BENCH_QUIX_STATE_DIR"] = str(workdir / f"quix-{run}")
                         commands = [[args.quix_python, "-m", "bench.pipelines", "quix", str(expected)]]
                     timeout = args.timeout + (60 if pipeline == "quix" else 0)
-                    result = run_pipeline(f"{pipeline}-{run}", commands, env, expected, warmup, timeout, workdir)
+                    result = run_pipeline(f"{pipeline}-{run}", commands, env, expected, warmup, timeout, workdir, code)
                     rates.setdefault(pipeline, []).append(result["rate"])
                     extra.setdefault(pipeline, []).append(result)
                     print(f"run {run + 1}: {pipeline}: {result['rate']:,.0f} events/s "
@@ -369,6 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     med = {k: median(v) for k, v in rates.items()}
     labels = {"plain": "plain confluent-kafka loop (1 process)", "engine1": "engine: pulse run, 1 process",
+              "baseline": f"baseline engine ({args.baseline_code}), 1 process",
               "engine2": "engine: pulse run, 2 processes (cluster)", "quix": "Quix Streams app (1 process)"}
     plain = med.get("plain")
     parts_sum = med.get("sum of parts (1 core)")
@@ -388,6 +407,11 @@ def main(argv: list[str] | None = None) -> dict:
                 ["pipeline", "events/s", "runs", "vs plain loop", "vs sum of parts", "cores used", "events per CPU-s",
                  "machine busy"], rows)
     targets = {}
+    if "engine1" in med and "baseline" in med:
+        ratios = [a / b for a, b in zip(rates["engine1"], rates["baseline"])]
+        print(f"engine / baseline engine, 1 process: {med['engine1'] / med['baseline']:.3f}x of the medians "
+              f"(per run: {', '.join(f'{r:.3f}' for r in ratios)})")
+        targets["engine_ge_90pct_of_baseline"] = med["engine1"] >= 0.9 * med["baseline"]
     if "engine1" in med:
         targets["engine_1proc_ge_30k"] = med["engine1"] >= 30_000
         if plain:
