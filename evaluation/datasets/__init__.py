@@ -11,7 +11,7 @@ import importlib
 from types import ModuleType
 
 # name -> module (imported only when used, so `pulse --help` stays fast)
-DATASETS: dict[str, str] = {}
+DATASETS: dict[str, str] = {"movielens-100k": "evaluation.datasets.movielens"}
 
 
 def dataset_module(name: str) -> ModuleType:
