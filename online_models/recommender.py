@@ -258,14 +258,15 @@ class HybridRecommender:
         self._changed_users: set[str] = set()  # users whose MF factors changed since take_changed_users()
         self._eligible_cache: tuple[np.ndarray, np.ndarray, float, float] | None = None  # see _eligibility()
         self._key_order: tuple[np.ndarray, np.ndarray] | None = None  # see _indices_of()
+        self._weights_cache: tuple[int, dict[str, float]] | None = None  # see weights()
+        self._popularity_cache: tuple[int, int, float, np.ndarray] | None = None  # see _popularity_component()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_eligible_cache": None, "_key_order": None}  # derived: rebuilt on first use
+        return {**self.__dict__, **_DERIVED}  # derived: rebuilt on first use
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._eligible_cache = None  # (snapshots of older versions hold a cache of another layout)
-        self._key_order = None
+        self.__dict__.update(_DERIVED)
 
     @property
     def n_items(self) -> int:
@@ -283,8 +284,11 @@ class HybridRecommender:
         return f"reco-hybrid@{self._n_learned}/blend@{self.blend.n_updates}"
 
     def weights(self) -> dict[str, float]:
-        """The blend's current weight of each component."""
-        return self.blend.weights()
+        """The blend's current weight of each component (one dict per blend step: do not modify it)."""
+        cached = self._weights_cache
+        if cached is None or cached[0] != self.blend.n_updates:
+            cached = self._weights_cache = (self.blend.n_updates, self.blend.weights())
+        return cached[1]
 
     @property
     def cf_weight(self) -> float:
@@ -721,16 +725,27 @@ class HybridRecommender:
         return 2.0 ** min(exponent, _MAX_UNDECAY_EXPONENT)
 
     def _popularity_component(self, now_ms: int, weight: float, out: np.ndarray | None = None) -> np.ndarray:
-        """`weight * log1p(decayed count) / log1p(max decayed count)` per item (into `out`, or a new array)."""
+        """`weight * log1p(decayed count) / log1p(max decayed count)` per item (into `out`, or a new array).
+
+        The unweighted values are kept and recomputed after each batch of `learn_batch` interactions or when
+        time moved on by 1/1024 of the half-life (a change below 0.1%), as the neighbours are.
+        """
         n = self.n_items
-        factor = self._decay_factor(now_ms)
-        top = self._top_scaled * factor
         if out is None:
             out = np.zeros(n)
-        if top > 0.0 and weight != 0.0:
-            np.multiply(self._scaled_counts[:n], factor, out=out)
-            np.log1p(out, out=out)
-            out *= weight / math.log1p(top)
+        cached = self._popularity_cache
+        if (cached is None or len(cached[3]) != n or self._n_learned - cached[0] >= self.learn_batch
+                or self._n_learned < cached[0] or abs(now_ms - cached[1]) * 1024 > self._half_life_ms):
+            factor = self._decay_factor(now_ms)
+            top = self._top_scaled * factor
+            values = np.zeros(n)
+            if top > 0.0:
+                np.multiply(self._scaled_counts[:n], factor, out=values)
+                np.log1p(values, out=values)
+                values /= math.log1p(top)
+            cached = self._popularity_cache = (self._n_learned, now_ms, 0.0, values)
+        if weight != 0.0:
+            np.multiply(cached[3], weight, out=out)
         return out
 
     def _top_k(self, k: int, scoring: _Scoring, exclude: Collection[str],
@@ -763,6 +778,9 @@ class HybridRecommender:
         item_ids, names = self._item_ids, self._categories
         return RankedItems([item_ids[i] for i in best], [names[c] for c in categories],
                            [score + offset for score in scoring.scores[at].tolist()], *columns)
+
+
+_DERIVED = {"_eligible_cache": None, "_key_order": None, "_weights_cache": None, "_popularity_cache": None}
 
 
 class _Choice(NamedTuple):
