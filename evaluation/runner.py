@@ -256,7 +256,8 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
     churn_selector = ModelSelector(list(churn_candidates), bigger_is_better=False, window=300, min_samples=150,
                                    margin=0.02)
     churn_selected: list[tuple[int, bool, float]] = []
-    sent_candidates = {"tfidf-lr1.0": SentimentClassifier(1.0), "tfidf-lr0.3": SentimentClassifier(0.3)}
+    sent_candidates = {"vader-nb-lr0.3": SentimentClassifier(learning_rate=0.3),
+                       "vader-nb-lr1.0": SentimentClassifier(learning_rate=1.0)}
     sent_selector = ModelSelector(list(sent_candidates), bigger_is_better=True, window=200, min_samples=100,
                                   margin=0.01)
     reco_selector = ModelSelector(["online", "online+adwin"], bigger_is_better=True, window=2000,
@@ -329,14 +330,13 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 variant.learn(step, "churn", (profile.churn_features(), event["churned"]), churn_error)
             if etype == "chat_message":
                 text, label = event["text"], event.get("label")
-                score = variant.model("sentiment").predict_one(text)
+                score = 2.0 * variant.model("sentiment").predict_proba_one(text)["positive"] - 1.0
                 if label is not None:
                     predicted = "positive" if score >= 0 else "negative"
                     rec.sentiment.append((step, label, predicted))
                     sent_error = float(predicted != label)
                     if name == "online":
-                        outcomes = {c: float(("positive" if m.predict_one(text) >= 0 else "negative") == label)
-                                    for c, m in sent_candidates.items()}
+                        outcomes = {c: float(m.predict_one(text) == label) for c, m in sent_candidates.items()}
                         sent_selector.observe(step, outcomes)
                         for m in sent_candidates.values():
                             m.learn_one(text, label)

@@ -201,8 +201,8 @@ class PersonalizationEngine:
             return None
         text = event["text"]
         # Progressive validation: score the message before its label (if any) teaches the model.
-        score = self.sentiment.predict_one(text)
         explanation = self.sentiment.explain_one(text)
+        score = 2.0 * _sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
         label = event.get("label")
         if label is not None:
             error = abs(float(label == "positive") - (score + 1.0) / 2.0)
