@@ -120,6 +120,7 @@ class SentimentClassifier(base.Classifier):
         self._squared_gradients = [0.0, 0.0, 0.0]  # AdaGrad: intercept, lexicon_coef, evidence_coef
         self.n_learned = 0
         self._last: tuple[str, _Message] | None = None  # the last text read (explain, then learn, reads it once)
+        vader(), features("")  # load the lexicon and build the tokenizer now (once per process), not on a message
 
     @classmethod
     def _unit_test_params(cls):
