@@ -5,6 +5,7 @@ arrays of `2**bits` doubles whatever the vocabulary (2**19 buckets: 8 MiB), and 
 message touches only its own words' buckets. CRC-32 is the same in every process, so a snapshot
 restored elsewhere reads the same buckets. Words that share a bucket share its counts (with 2**19
 buckets and 200,000 distinct words and bigrams, about a third of them share one with another word).
+A pickle (model snapshot, checkpoint) holds only the buckets in use, so it costs what was learned.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import math
 import zlib
 from array import array
 from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 
 __all__ = ["HashedWordCounts"]
 
@@ -41,6 +45,27 @@ class HashedWordCounts:
         self.total_positive = 0.0
         self.total_negative = 0.0
         self.buckets_used = 0  # buckets with any count: the vocabulary size of the smoothing
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The state with only the non-empty buckets of the count arrays (indices and both counts)."""
+        state = self.__dict__.copy()
+        positive = np.frombuffer(self._positive, dtype=np.float64)
+        negative = np.frombuffer(self._negative, dtype=np.float64)
+        used = np.flatnonzero((positive != 0.0) | (negative != 0.0)).astype(np.uint32)
+        state["_positive"] = (used.tobytes(), positive[used].tobytes())
+        state["_negative"] = negative[used].tobytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        used_bytes, positive_bytes = state["_positive"]
+        used = np.frombuffer(used_bytes, dtype=np.uint32)
+        positive = np.zeros(1 << state["bits"], dtype=np.float64)
+        negative = np.zeros(1 << state["bits"], dtype=np.float64)
+        positive[used] = np.frombuffer(positive_bytes, dtype=np.float64)
+        negative[used] = np.frombuffer(state["_negative"], dtype=np.float64)
+        self.__dict__.update(state)
+        self._positive = array("d", positive.tobytes())
+        self._negative = array("d", negative.tobytes())
 
     @property
     def nbytes(self) -> int:

@@ -146,11 +146,12 @@ def test_predict_and_explain_do_not_learn(trained):
 
 def test_learning_touches_only_the_messages_words_and_memory_is_fixed():
     model = SentimentClassifier(hash_bits=16)
-    size = len(pickle.dumps(model))
+    assert len(pickle.dumps(model)) < 2_000  # a snapshot holds the buckets in use only
     rng = random.Random(8)
-    for i in range(3000):  # 6,000 distinct words and their bigrams
+    for i in range(30_000):  # 90,000 distinct words and bigrams: more than the 65,536 buckets
         model.learn_one(f"word{rng.random()} other{i}", rng.choice(["positive", "negative"]))
-    assert len(pickle.dumps(model)) <= size + 100  # the same count arrays, only counters grew
+    assert len(model.counts._positive) == len(model.counts._negative) == 2**16  # memory fixed by hash_bits
+    assert len(pickle.dumps(model)) < 2_000 + 2**16 * 20
     positive, negative = model.counts._positive[:], model.counts._negative[:]
     model.learn_one("brand new words here", "positive")
     changed = {i for i in range(len(positive)) if model.counts._positive[i] != positive[i]
