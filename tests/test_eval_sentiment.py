@@ -72,6 +72,7 @@ def test_the_command_writes_a_report_with_every_method_and_exact_explanations(va
     acceptance = summary["acceptance"]
     assert acceptance["explanation_max_error"] == {"sum": 0.0, "score": 0.0}
     assert summary["throughput"]["messages"] == 300 and "throughput_met" in acceptance
+    assert summary["throughput"]["paired_model"]["late_over_early"] > 0
     report = (out / "report.md").read_text()
     assert "| tweets |" in report and "BagOfWords \\| MultinomialNB" in report and "Tuned parameters" in report
 

@@ -159,7 +159,7 @@ def replay_set(name: str, rows: list[LabelledText], seed: int, chat_users: int, 
 
 @dataclass
 class ThroughputRun:
-    """Pulse's step time per message over the long run."""
+    """Pulse's step time per message over the long run, and the paired model check."""
 
     messages: int
     sets: list[str]
@@ -167,23 +167,56 @@ class ThroughputRun:
     cpu_s: list[float]
     explanation_errors: dict[str, float]
     distinct_tokens_first_cycle: int
+    model_seconds: dict[str, float]  # "early" / "late": the sentiment model's time on the same messages
 
 
 def throughput_run(data: dict[str, list[LabelledText]], seed: int, chat_users: int, n: int,
                    progress: bool = False) -> ThroughputRun:
-    """`n` messages of the pooled sets, cycled (cycle k shuffled with seed + k), through one fresh engine."""
+    """`n` messages of the pooled sets, cycled (cycle k shuffled with seed + k), through one fresh engine.
+
+    The sentiment model is also copied (pickled) after the first and after 90% of the messages; at the end
+    both copies explain and learn the last 10% of the messages, alternately in chunks, so their costs are
+    compared under the same machine load (the machine is shared: wall-clock windows minutes apart are not).
+    """
+    import pickle
+
     from online_models.text import features
 
     pool = [row for name in data for row in data[name]]
     pulse = PulseStep(seed)
     wall_s: list[float] = []
     cpu_s: list[float] = []
+    window = max(int(n * WINDOW), 1)
+    copies: dict[str, bytes] = {}
+    tail: list[LabelledText] = []
     for index, row in _progress(_cycled(pool, seed, n), progress, "sentiment throughput", total=n):
+        if index in (window, n - window):
+            copies["early" if index == window else "late"] = pickle.dumps(pulse.replay.engine.sentiment)
+        if index >= n - window:
+            tail.append(row)
         _, wall, cpu = pulse.score(chat_event("all", index, row, chat_users))
         wall_s.append(wall)
         cpu_s.append(cpu)
     distinct = {token for row in pool for token in features(row.text)}
-    return ThroughputRun(n, list(data), wall_s, cpu_s, dict(pulse.max_errors), len(distinct))
+    return ThroughputRun(n, list(data), wall_s, cpu_s, dict(pulse.max_errors), len(distinct),
+                         _paired_model_seconds(copies, tail) if len(copies) == 2 else {})
+
+
+def _paired_model_seconds(copies: dict[str, bytes], rows: list[LabelledText], chunks: int = 10) -> dict[str, float]:
+    """CPU seconds each model copy takes to explain then learn `rows`, timed in alternating chunks."""
+    import pickle
+
+    models = {name: pickle.loads(blob) for name, blob in copies.items()}
+    seconds = dict.fromkeys(models, 0.0)
+    size = max(len(rows) // chunks, 1)
+    for start in range(0, len(rows), size):
+        for name, model in models.items():
+            began = time.process_time()
+            for row in rows[start:start + size]:
+                model.explain_one(row.text)
+                model.learn_one(row.text, row.label)
+            seconds[name] += time.process_time() - began
+    return seconds
 
 
 def _cycled(pool: list[LabelledText], seed: int, n: int) -> Iterator[LabelledText]:

@@ -75,7 +75,11 @@ def _throughput(run: ThroughputRun | None) -> dict[str, Any] | None:
     cpu_first, cpu_last = rates(run.cpu_s)
     bucket = max(len(run.wall_s) // 50, 1)
     series = [bucket / math.fsum(run.wall_s[i:i + bucket]) for i in range(0, len(run.wall_s) - bucket + 1, bucket)]
+    model = run.model_seconds
+    paired = ({"early_s": model["early"], "late_s": model["late"], "late_over_early": model["late"] / model["early"]}
+              if model else None)
     return {"messages": run.messages, "sets": run.sets, "distinct_tokens_first_cycle": run.distinct_tokens_first_cycle,
+            "paired_model": paired,
             "wall": {"first_10": wall_first, "last_10": wall_last, "slowdown": wall_first / wall_last},
             "cpu": {"first_10": cpu_first, "last_10": cpu_last, "slowdown": cpu_first / cpu_last},
             "bucket": bucket, "series_wall": series, "explanation_max_error": run.explanation_errors}
@@ -178,6 +182,12 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
         for clock in ("wall", "cpu"):
             t = throughput[clock]
             lines.append(f"| {clock} | {t['first_10']:,.0f} | {t['last_10']:,.0f} | {t['slowdown']:.2f} |")
+        paired = throughput["paired_model"]
+        if paired:
+            lines += ["", (f"Paired check under the same load: the sentiment model as it was after the first "
+                           f"{WINDOW:.0%} and after 90% of the run, each explaining and learning the last {WINDOW:.0%} "
+                           f"of the messages in alternating chunks, took {paired['early_s']:.2f} and "
+                           f"{paired['late_s']:.2f} CPU-seconds (late / early {paired['late_over_early']:.2f}).")]
         lines += ["", (f"Target: first / last ≤ {MAX_SLOWDOWN} on the wall clock: "
                   f"{'met' if acceptance.get('throughput_met') else 'MISSED'}."), ""]
     lines += ["## Tuned parameters", "", summary["tuning"], ""]
