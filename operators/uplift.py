@@ -283,7 +283,8 @@ class UpliftAggregator:
                 "metrics": {metric: _as_dict(e) for metric, e in estimates[arm].items()},
             }
             if configured is not None and configured.arm(arm) is not None:
-                row.update({key: value for key, value in configured.arm(arm).to_dict().items() if key != "name"})
+                row.update({key: value for key, value in configured.arm(arm).to_dict().items()
+                            if key not in ("name", "share")})
             if control is not None and arm != control:
                 row["lift"] = self._lifts(estimates[arm], estimates[control],
                                           min(arm_users[arm], arm_users[control]) >= self.min_users)

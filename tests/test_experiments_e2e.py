@@ -1,7 +1,8 @@
 """The holdout proven live: real broker, redis-server, dataflow and gateways, simulated users reacting to decisions.
 
-One stack for the module: Tansu + redis-server (session fixtures), `pulse run` with a 30% holdout, and two
-gateways reading the same outcome log: one configured like the engine, one told the holdout is 20% (as if
+One stack for the module: Tansu + redis-server (session fixtures), `pulse run` with a 30% holdout as a
+cluster of two processes (each settles the outcomes of its own users), and two gateways reading the same
+outcome log: one configured like the engine, one told the holdout is 20% (as if
 the engine's assignment had gone wrong). Simulated users (simulator/scenarios.py, whose hidden truth makes
 them click what matches their tastes) send their events; on each `session_start` the driver reads the
 decision the engine stored in Redis and the user reacts to it (clicks carry its `decision_id`) before the
@@ -18,9 +19,10 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -29,7 +31,13 @@ from playwright.sync_api import Browser, sync_playwright
 
 from connectors.kafka_io import ensure_topics
 from pulse.config import Settings
-from pulse.localservers import LocalServer, free_port, isolated_env, stop_processes, wait_for_port
+from pulse.localservers import (
+    LocalServer,
+    free_port,
+    isolated_env,
+    stop_processes,
+    wait_for_port,
+)
 from pulse.simulate import on_configured_topics
 from simulator import KafkaEventSink, encode_event
 from simulator.scenarios import SCENARIOS, ScenarioStream
@@ -67,9 +75,9 @@ class Stack:
         return orjson.loads(body) if path.startswith("/v1/") else body.decode()
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", "pulse.cli", *argv], env=env, cwd=ROOT,
-                                                stdout=log, stderr=subprocess.STDOUT)
+        with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            self.processes[name] = subprocess.Popen([sys.executable, "-m", "pulse.cli", *argv], env=env, cwd=ROOT,
+                                                    stdout=log, stderr=subprocess.STDOUT)
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -79,6 +87,10 @@ class Stack:
 def arm(report: dict, name: str) -> dict:
     """The arm `name` of the experiment configured now (listed first)."""
     return next(row for row in report["experiments"][0]["arms"] if row["name"] == name)
+
+
+def _interval(estimate: dict) -> str:
+    return f"{estimate['value']:.4f} [{estimate['low']:.4f}, {estimate['high']:.4f}]"
 
 
 def click_lift(report: dict) -> dict | None:
@@ -136,11 +148,13 @@ class LiveUsers:
         self.decisions.start()
         self.settings = settings
         self.sent = self.sessions = self.reactions = 0
+        self.users: set[str] = set()
 
     def step(self) -> None:
         event = {**self.stream.next_event(), "ts": int(time.time() * 1000)}
         self.sink.send(next(on_configured_topics([encode_event(event)], self.settings)))
         self.sent += 1
+        self.users.add(event["user_id"])
         if event["type"] != "session_start":
             return
         self.sink.flush()
@@ -169,7 +183,9 @@ def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path_factory
     ensure_topics(settings)
     stack = Stack(env, skewed_env, logs)
     try:
-        stack.start("engine", ["run", "--no-recovery", "-w", "1"], env)
+        cluster = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+        for process in ("0", "1"):
+            stack.start(f"engine-{process}", ["run", "--no-recovery", "-w", "1", "-i", process, "-a", cluster], env)
         stack.start("gateway", ["gateway"], env)
         stack.start("gateway-misconfigured", ["gateway"], skewed_env)
         for gateway_env in (env, skewed_env):
@@ -204,7 +220,7 @@ def run_until_lift_shows(stack: Stack, settings: Settings) -> dict[str, Any]:
         users.close()
     time.sleep(4)  # the last windows (2 s) close and their outcomes reach the gateways
     return {"events": users.sent, "sessions": users.sessions, "reactions": users.reactions,
-            "seconds": time.monotonic() - started}
+            "users": len(users.users), "seconds": time.monotonic() - started}
 
 
 def test_the_api_shows_a_conversion_lift_and_the_holdout_gets_its_share(stack: Stack) -> None:
@@ -216,15 +232,20 @@ def test_the_api_shows_a_conversion_lift_and_the_holdout_gets_its_share(stack: S
     assert experiment["name"] == "holdout" and experiment["control"] == "holdout"
     holdout, personalized = arm(report, "holdout"), arm(report, "personalized")
     lift = personalized["lift"]["click_rate"]
-    summary = (f"{loop}: click rate holdout {holdout['metrics']['click_rate']}, personalized "
-               f"{personalized['metrics']['click_rate']}, lift {lift}")
+    summary = f"{loop}: " + "; ".join(
+        f"{row['name']}: {row['users']} users, click/decision {_interval(row['metrics']['click_rate'])}, "
+        f"decision share {_interval(row['decision_share'])}" for row in (holdout, personalized)
+    ) + f"; click lift {_interval(lift['relative'])}; SRM p {experiment['srm']['p_value']:.3f}"
     assert lift["significant"] and lift["relative"]["low"] > 0 and lift["difference"]["low"] > 0, summary
     assert min(holdout["users"], personalized["users"]) >= MIN_USERS
     share = holdout["decision_share"]
     assert abs(share["value"] - HOLDOUT_SHARE) < 4 * share["se"], share
     assert experiment["srm"]["checked"] and not experiment["srm"]["alarm"], experiment["srm"]
     assert holdout["metrics"]["offers_per_user"]["value"] == 0.0
-    assert report["source"]["caught_up"] and report["outcomes"] >= 0.9 * loop["events"] - 200
+    # Both engine processes' outcomes are summed: every decision settled once, every user counted once.
+    assert report["source"]["caught_up"] and report["duplicates"] == 0
+    assert 0.97 * loop["events"] <= holdout["decisions"] + personalized["decisions"] <= loop["events"]
+    assert holdout["users"] + personalized["users"] == loop["users"]
 
     # Decisions carry their arm: holdout users get the non-personalized decision.
     store = redis.Redis.from_url(stack.env["REDIS_URL"])

@@ -201,7 +201,7 @@ def closed_loop(engine: PersonalizationEngine, aggregator: UpliftAggregator, n_e
 def test_personalization_lifts_conversion_over_the_holdout_in_a_closed_loop() -> None:
     engine = PersonalizationEngine(EngineConfig(holdout_share=0.3, experiment_salt=SALT))
     aggregator = UpliftAggregator(min_users=50)
-    closed_loop(engine, aggregator, 20_000, users=300)
+    closed_loop(engine, aggregator, 30_000, users=300)
     experiment = aggregator.report(engine.experiments.current())["experiments"][0]
     holdout, personalized = experiment["arms"]
     assert (holdout["name"], holdout["control"], personalized["name"]) == ("holdout", True, "personalized")

@@ -82,10 +82,10 @@ const PulseExperiments = (() => {
       }
     }
     if (!rows.length) return el("p", {class: "muted"}, "No lift yet: every arm needs settled decisions.");
-    const width = 720, labelW = 230, valueW = 150, rowH = 20, top = 18;
+    const width = 760, labelW = 230, valueW = 180, rowH = 20, top = 18;
     const plotW = width - labelW - valueW;
     const height = top + rows.length * rowH + 6;
-    const bound = Math.max(0.05, ...rows.map((r) => Math.min(Math.max(Math.abs(r.lift.relative.low),
+    const bound = 1.1 * Math.max(0.05, ...rows.map((r) => Math.min(Math.max(Math.abs(r.lift.relative.low),
                                                                        Math.abs(r.lift.relative.high)), 2)));
     const x = (v) => labelW + plotW / 2 + (Math.max(-bound, Math.min(bound, v)) / bound) * (plotW / 2);
     const chart = svg("svg", {id: "lift-chart", viewBox: `0 0 ${width} ${height}`, width, height});
@@ -129,11 +129,17 @@ const PulseExperiments = (() => {
       return;
     }
     const method = report.method;
+    const actedOn = experiment.arms.some((row) => row.metrics.click_rate && row.metrics.click_rate.value > 0);
+    const hint = experiment.arms.some((row) => row.decisions > 0) && !actedOn
+      ? [el("p", {class: "muted", id: "experiment-hint"}, "No outcome named its decision yet: conversions count the " +
+            "clicks, carts and purchases that carry the decision_id of the decision shown (send it with them).")]
+      : [];
     body.replaceChildren(
       el("p", {id: "experiment-title"}, el("b", {}, experiment.name), ` ${experiment.version || ""} — lifts against `,
          el("b", {}, experiment.control || "–"), `; significant only with ≥ ${method.min_users} users per arm`),
       srmBanner(experiment),
       armsTable(experiment),
+      ...hint,
       el("h3", {}, "Lift over the control (95% intervals)"),
       liftChart(experiment),
       el("p", {class: "muted small"}, `Intervals: ${method.interval}.`),
