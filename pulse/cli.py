@@ -197,11 +197,12 @@ def _check_redis(url: str) -> None:
 
 def _check_experiments(settings: Settings) -> None:
     """A broken experiments file (PULSE_EXPERIMENTS_FILE) at start is a configuration error, in one line."""
-    from connectors.experiments_api import experiments_file
+    from operators.experiments import ExperimentsFile, default_experiment
     from operators.hot_reload import ConfigFileError
 
     try:
-        experiments_file(settings)
+        ExperimentsFile(settings.experiments_file or None, default_experiment(settings.holdout_share,
+                                                                               settings.experiment_salt))
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from None
 

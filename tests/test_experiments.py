@@ -224,3 +224,21 @@ def test_pending_decisions_keep_their_labels_through_snapshots() -> None:
     assert restored == pending and restored.labels is pending.labels, "labels are shared, not copied per decision"
     old = _restore_pending("d-2", T0, "recommend", 1.0, (), (), b"", 0.0, (), "none")  # a snapshot from before
     assert old.labels is None and old.revenue == 0
+
+
+def test_the_recommender_hit_rate_ignores_non_personalized_decisions() -> None:
+    """Holdout users are shown the popularity ranking: their clicks say nothing about the recommender."""
+    from prometheus_client import CollectorRegistry
+
+    from operators.metrics import EngineMetrics
+
+    metrics = EngineMetrics(CollectorRegistry())
+    for share in (1.0, 0.0):
+        engine, profiles = PersonalizationEngine(EngineConfig(holdout_share=share)), {}
+        for i, kind in enumerate(("page_view", "click")):
+            event = {"event_id": f"e{share}-{i}", "user_id": "u", "type": kind, "ts": T0 + i, "item_id": "i1",
+                     "category": "c"}
+            metrics.before_event(event, engine, profiles.get("u"))
+            profiles["u"], decision = engine.handle(profiles.get("u"), event, T0 + i)
+            metrics.after_decision(decision)
+        assert len(metrics.hits) == (0 if share == 1.0 else 1)

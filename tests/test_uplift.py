@@ -213,6 +213,26 @@ def test_personalization_lifts_conversion_over_the_holdout_in_a_closed_loop() ->
     assert holdout["metrics"]["offers_per_user"]["value"] == 0.0 and personalized["metrics"]["offers_per_user"]["value"] > 0
 
 
+def test_an_experiment_file_compares_engine_configurations_by_arm(tmp_path) -> None:
+    """Offers on against offers off, both against a holdout, from the hot-reloaded file; lifts against `offers`."""
+    path = tmp_path / "experiment.toml"
+    path.write_text('name = "offers-test"\ncontrol = "offers"\n'
+                    '[[arms]]\nname = "holdout"\nshare = 0.2\npersonalized = false\n'
+                    '[[arms]]\nname = "offers"\nshare = 0.4\n'
+                    '[[arms]]\nname = "no-offers"\nshare = 0.4\noffers = false\n')
+    engine = PersonalizationEngine(EngineConfig(experiments_file=str(path)))
+    aggregator = UpliftAggregator(min_users=20)
+    closed_loop(engine, aggregator, 6_000, users=200)
+    experiment = aggregator.report(engine.experiments.current())["experiments"][0]
+    rows = {row["name"]: row for row in experiment["arms"]}
+    assert list(rows) == ["holdout", "offers", "no-offers"] and experiment["control"] == "offers"
+    assert rows["offers"]["metrics"]["offers_per_user"]["value"] > 0
+    assert rows["no-offers"]["metrics"]["offers_per_user"]["value"] == 0.0
+    assert rows["no-offers"]["lift"]["offers_per_user"]["relative"]["value"] == pytest.approx(-1.0)
+    assert "lift" not in rows["offers"] and set(rows["holdout"]["lift"]) == set(rows["no-offers"]["lift"])
+    assert not experiment["srm"]["alarm"], experiment["srm"]
+
+
 def test_a_skewed_assignment_sets_off_the_sample_ratio_alarm_in_metrics_too() -> None:
     """An engine process assigns 40% to the holdout while the experiment says 30% (e.g. a stale configuration)."""
     settings = Settings.from_env({"PULSE_HOLDOUT_SHARE": "0.3", "PULSE_EXPERIMENT_SALT": SALT})
