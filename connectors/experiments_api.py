@@ -135,6 +135,7 @@ class OutcomeFeed(threading.Thread):
                 if error.code() != KafkaError._PARTITION_EOF:
                     self.error = str(error)
                 continue
+            self.error = ""  # records flow again
             try:
                 outcome = orjson.loads(message.value())
                 if not isinstance(outcome, dict):

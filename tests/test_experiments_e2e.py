@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from confluent_kafka import Producer
 from playwright.sync_api import Browser, sync_playwright
 
 from connectors.kafka_io import ensure_topics
@@ -263,6 +264,17 @@ def test_the_api_shows_a_conversion_lift_and_the_holdout_gets_its_share(stack: S
     assert 'pulse_experiment_lift_significant{arm="personalized",experiment="holdout",metric="click_rate"} 1.0' in metrics
     assert 'pulse_experiment_srm_alarm{experiment="holdout"} 0.0' in metrics
     print(summary)
+
+    # A record that is not an outcome is counted and skipped; the analysis goes on.
+    producer = Producer({"bootstrap.servers": stack.env["KAFKA_BOOTSTRAP"]})
+    producer.produce(stack.env["PULSE_TOPIC_OUTCOMES"], b"not an outcome")
+    producer.flush(10)
+    deadline = time.monotonic() + 20
+    while stack.get(stack.env, "/v1/experiments")["source"]["invalid_records"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = stack.get(stack.env, "/v1/experiments")
+    assert after["source"]["invalid_records"] == 1 and after["source"]["error"] == ""
+    assert arm(after, "holdout")["users"] == holdout["users"]
 
 
 def test_a_holdout_assigned_off_its_configured_share_sets_off_the_mismatch_alarm(stack: Stack) -> None:
