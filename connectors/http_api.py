@@ -18,6 +18,8 @@ from `pulse token`, see connectors/auth.py):
 - ``GET /v1/feed?limit=N`` (operator): the newest decisions seen on pub/sub, newest first.
 - ``GET /v1/stats`` (operator): the gateway's counters plus a summary of every engine's metrics
   (PULSE_ENGINE_METRICS), which the dashboard polls.
+- ``GET /v1/experiments`` (operator): live uplift per experiment arm from the outcome log, with intervals,
+  lifts over the control and the sample-ratio check (connectors/experiments_api.py, docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from connectors.auth import TokenError, operator_allowed, read_token
+from connectors.experiments_api import ExperimentsApi
 from connectors.producer import PulseProducer, check_event
 from operators.contracts import InvalidEvent
 from operators.metrics import GatewayMetrics
@@ -88,6 +91,7 @@ class HttpApi:
         self._producer: PulseProducer | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.experiments = ExperimentsApi(settings, metrics.registry)
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -100,13 +104,15 @@ class HttpApi:
             web.get("/client-config.json", self._client_config), web.get("/metrics", self._metrics_text),
             web.post("/v1/events", self._ingest), web.get("/v1/decisions/{user_id}", self._decision),
             web.get("/v1/explanations/{decision_id}", self._explanation), web.get("/v1/feed", self._feed_json),
-            web.get("/v1/stats", self._stats_json), web.get("/{name}", self._static),
+            web.get("/v1/stats", self._stats_json), web.get("/v1/experiments", self._experiments_json),
+            web.get("/{name}", self._static),
         ])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.gateway_host, self._settings.http_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self.experiments.start()
         log.info("HTTP API and dashboard on http://%s:%d/", self._settings.gateway_host, self.port)
 
     async def stop(self) -> None:
@@ -116,6 +122,7 @@ class HttpApi:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        await asyncio.to_thread(self.experiments.stop)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close)
@@ -273,6 +280,11 @@ class HttpApi:
         summary = summarize_engine_metrics([text for ok, text in texts if ok])
         return _json({"ts": time.time(), "gateway": self._stats(), "engine": summary, "engine_errors": errors,
                       "ingest": _samples(generate_latest(self._metrics.registry).decode(), "pulse_ingest_events")})
+
+    async def _experiments_json(self, request: web.Request) -> web.Response:
+        if not self._is_operator(request):
+            return self._denied()
+        return _json(self.experiments.report())
 
     async def _scrape(self, url: str) -> tuple[bool, str]:
         if self._session is None:

@@ -54,6 +54,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
             settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
             attribution_window_ms=int(settings.attribution_window_s * 1000), rules_file=settings.rules_file or None,
             nba_epsilon=settings.nba_epsilon, nba_warmup=settings.nba_warmup,
+            experiments_file=settings.experiments_file or None, holdout_share=settings.holdout_share,
+            experiment_salt=settings.experiment_salt,
         )
     )
 

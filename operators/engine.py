@@ -22,7 +22,8 @@ from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
 from online_models.segments import BehaviourSegmenter
-from operators.attribution import OUTCOME_REWARD, Attribution, PendingDecision
+from operators.attribution import OUTCOME_REWARD, Attribution, OutcomeLabels, PendingDecision
+from operators.experiments import DEFAULT_SALT, Arm, Experiment, ExperimentsFile, default_experiment
 from operators.features import INTERACTION_STRENGTH, UserFeatures
 from operators.rules import CANDIDATE_FACTOR, RulesFile
 
@@ -47,6 +48,9 @@ class EngineConfig:
     rules_file: str | None = None
     nba_epsilon: float = 0.05
     nba_warmup: int = 1000
+    experiments_file: str | None = None  # None: a holdout of `holdout_share` (operators.experiments)
+    holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
+    experiment_salt: str = DEFAULT_SALT
 
 
 def decision_id_for(event_id: str) -> str:
@@ -71,6 +75,8 @@ class PersonalizationEngine:
         )
         self.segmenter = BehaviourSegmenter()
         self.rules = RulesFile(config.rules_file)
+        self.experiments = ExperimentsFile(config.experiments_file,
+                                           default_experiment(config.holdout_share, config.experiment_salt))
         self.catalog: dict[str, dict[str, Any]] = {}  # item_id -> latest catalog event fields
         self.action_rewards: dict[str, stats.Mean] = {}  # realized reward per action, from attribution
         self.lock = threading.Lock()  # the dataflow's worker threads of one process share this engine
@@ -142,10 +148,17 @@ class PersonalizationEngine:
             profile.personalization = event["personalization"]
         if not profile.personalization:
             return profile, self._non_personalized(event, ingest_ms)
+        experiment = self.experiments.current()
+        arm = experiment.assign(event["user_id"])
         settled = self._attribute(profile, event)
         message_sentiment = self._learn(profile, event)
-        decision, context = self._decide(profile, event, ingest_ms, message_sentiment)
-        evicted = profile.pending.add(self._pending(decision, context), event["user_id"])
+        if arm.personalized:
+            decision, context = self._decide(profile, event, ingest_ms, message_sentiment, arm)
+        else:
+            decision, context = self._holdout(event, ingest_ms, experiment, arm), {}
+        decision["experiment"] = experiment.label(arm)
+        labels = OutcomeLabels(experiment.name, arm.name, arm.personalized, event_type)
+        evicted = profile.pending.add(self._pending(decision, context, labels), event["user_id"])
         for attribution in evicted:
             self._learn_reward(attribution)
         decision["attributions"] = [attribution.to_dict() for attribution in settled + evicted]
@@ -174,14 +187,16 @@ class PersonalizationEngine:
 
     def _learn_reward(self, attribution: Attribution) -> None:
         decision = attribution.decision
+        if decision.labels is not None and not decision.labels.personalized:
+            return  # a holdout's decision: the policy did not choose it
         self.action_rewards.setdefault(decision.action, stats.Mean()).update(decision.reward)
         self.policy.learn_one(decision.context, decision.action, decision.reward)
 
     @staticmethod
-    def _pending(decision: dict[str, Any], context: dict[str, float]) -> PendingDecision:
+    def _pending(decision: dict[str, Any], context: dict[str, float], labels: OutcomeLabels) -> PendingDecision:
         return PendingDecision(
             decision["decision_id"], decision["event_ts"], decision["action"]["name"], decision["action"]["propensity"],
-            tuple(rec["item_id"] for rec in decision["recommendations"]), context,
+            tuple(rec["item_id"] for rec in decision["recommendations"]), context, labels=labels,
         )
 
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -211,7 +226,8 @@ class PersonalizationEngine:
         return {"score": score, "label": label, "explanation": explanation.to_dict()}
 
     def _decide(
-        self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None
+        self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None,
+        arm: Arm,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """The decision, and the context the next-best-action policy chose in (its rewards are learned in it)."""
         user_id = event["user_id"]
@@ -224,7 +240,7 @@ class PersonalizationEngine:
         action = self.policy.decide(context, churn_probability, sentiment)
         if action.name == "escalate_to_agent":
             profile.history.escalated_at_chat = profile.n_chats
-        action, offer_rule = self._limit_offers(action, profile, event["ts"])
+        action, offer_rule = self._limit_offers(action, profile, event["ts"], arm)
         segment = self._segment(profile, event["type"], features)
         threshold = min(max(self.config.churn_threshold, 1e-6), 1 - 1e-6)
         applied_rules += escalation_rule + offer_rule
@@ -290,10 +306,14 @@ class PersonalizationEngine:
         return None, [{"rule": "escalation_once",
                        "effect": f"sentiment {sentiment:.2f}: already handed over to an agent, no chat message since"}]
 
-    def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int) -> tuple[Action, list[dict[str, Any]]]:
-        """Enforce the offer frequency limit; remember when an offer is made."""
+    def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int,
+                      arm: Arm) -> tuple[Action, list[dict[str, Any]]]:
+        """Enforce the experiment arm's offers setting and the offer frequency limit; remember when an offer is made."""
         if action.name not in OFFER_ACTIONS:
             return action, []
+        if not arm.offers:
+            why = f"{action.name} withheld: experiment arm {arm.name!r} makes no offers"
+            return Action("recommend", 1.0, why), [{"rule": "experiment", "effect": why}]
         allowed, why = self.rules.current().offer_allowed(profile.history, now_ms)
         if not allowed:
             return Action("recommend", 1.0, why), [{"rule": "offer_limit", "effect": why}]
@@ -304,8 +324,16 @@ class PersonalizationEngine:
         mean = self.action_rewards.get(action)
         return None if mean is None or mean.n == 0 else mean.get()
 
-    def _non_personalized(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
-        """Decision for a user without consent: popularity only, no profile, no offers."""
+    def _holdout(self, event: dict[str, Any], ingest_ms: int, experiment: Experiment, arm: Arm) -> dict[str, Any]:
+        """Decision for a user in a holdout arm: the non-personalized one (the profile still learns)."""
+        decision = self._non_personalized(
+            event, ingest_ms, f"holdout: arm {arm.name!r} of experiment {experiment.name!r} is not personalized")
+        decision["model_versions"]["experiment"] = experiment.version
+        return decision
+
+    def _non_personalized(self, event: dict[str, Any], ingest_ms: int,
+                          reason: str = "personalization off: no consent") -> dict[str, Any]:
+        """Decision for a user without consent (or in a holdout): popularity only, no profile, no offers."""
         recommendations = self.recommender.rank_popular(self.config.top_k, now_ms=event["ts"])
         return {
             **self._header(event, ingest_ms, _now_ms()),
@@ -313,9 +341,10 @@ class PersonalizationEngine:
             "recommendations": [rec.to_dict() for rec in recommendations],
             "churn": None,
             "sentiment": None,
-            "action": {"name": "recommend", "propensity": 1.0, "reason": "personalization off: no consent"},
+            "action": {"name": "recommend", "propensity": 1.0, "reason": reason},
             "model_versions": {"recommender": self.recommender.version, "policy": NON_PERSONALIZED_POLICY},
             "features": {},
+            "experiment": None,  # without consent a user is in no experiment (a holdout's is set by handle)
         }
 
     def _forgotten(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
@@ -327,6 +356,7 @@ class PersonalizationEngine:
             "action": {"name": "forget", "propensity": 1.0, "reason": "forget_user: profile and stored decision erased"},
             "model_versions": {},
             "features": {},
+            "experiment": None,
         }
 
     def model_versions(self) -> dict[str, str]:
@@ -338,6 +368,7 @@ class PersonalizationEngine:
             "policy": self.policy.version,
             "segments": f"kmeans-{self.segmenter.n_segments}",
             "rules": self.rules.current().version,
+            "experiment": self.experiments.loaded.version,
             "snapshot": self.snapshot_hash,
         }
 

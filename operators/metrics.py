@@ -300,7 +300,7 @@ class EngineMetrics:
             self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))
         user = decision["user_id"]
         with self._lock:
-            if decision.get("forgotten"):
+            if decision.get("forgotten") or not decision["personalized"]:  # the hit rate is the recommender's
                 self._last_top.pop(user, None)
                 return
             self._last_top[user] = tuple([rec["item_id"] for rec in decision["recommendations"]])

@@ -146,9 +146,11 @@ def _dispatch(args: argparse.Namespace, passthrough: list[str], settings: Settin
             print(mint_token(settings.gateway_secret, args.user, args.ttl))
             return 0
         if args.command == "run":
+            _check_experiments(settings)
             _check_redis(settings.redis_url)
             return _run_flow(settings, passthrough, create_topics=not args.no_create_topics, recovery=not args.no_recovery)
         if args.command == "gateway":
+            _check_experiments(settings)
             _check_redis(settings.redis_url)
             from connectors.gateway import run_gateway
 
@@ -191,6 +193,18 @@ def _check_redis(url: str) -> None:
         raise ConfigError(f"REDIS_URL={url!r} is not a valid Redis URL: {exc}") from None
     except redis.RedisError as exc:
         raise RedisUnavailable(f"Redis at {url} is unreachable: {exc}") from None
+
+
+def _check_experiments(settings: Settings) -> None:
+    """A broken experiments file (PULSE_EXPERIMENTS_FILE) at start is a configuration error, in one line."""
+    from operators.experiments import ExperimentsFile, default_experiment
+    from operators.hot_reload import ConfigFileError
+
+    try:
+        ExperimentsFile(settings.experiments_file or None, default_experiment(settings.holdout_share,
+                                                                               settings.experiment_salt))
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _audit(settings: Settings, args: argparse.Namespace) -> int:

@@ -88,6 +88,23 @@ class Settings:
         "Seconds between automatic model snapshots; 0: only on request.")
     rules_file: str = setting("PULSE_RULES_FILE", "",
         "TOML file of business rules (hot-reloaded); empty: no rules.")
+    experiments_file: str = setting("PULSE_EXPERIMENTS_FILE", "",
+        "TOML file of the running experiment: arms, their shares and what each changes (hot-reloaded; "
+        "docs/experiments.md). Empty: a holdout of PULSE_HOLDOUT_SHARE against everyone else.")
+    holdout_share: float = setting("PULSE_HOLDOUT_SHARE", "0.05",
+        "Without PULSE_EXPERIMENTS_FILE: share of users (by a salted hash of the user id) in the holdout, who "
+        "get the non-personalized decision (popularity, no offers) and against whom uplift is measured; 0: none.")
+    experiment_salt: str = setting("PULSE_EXPERIMENT_SALT", "pulse-holdout-1",
+        "Salt of the holdout's assignment hash (without PULSE_EXPERIMENTS_FILE); another salt reshuffles users "
+        "between the arms.")
+    experiment_min_users: int = setting("PULSE_EXPERIMENT_MIN_USERS", "100",
+        "Users both arms need before a lift can be shown as significant (GET /v1/experiments, dashboard).")
+    experiment_srm_p: float = setting("PULSE_EXPERIMENT_SRM_P", "0.001",
+        "The sample-ratio-mismatch alarm fires when the chi-square test of users per arm against the "
+        "configured shares gives p below this.")
+    experiment_max_users: int = setting("PULSE_EXPERIMENT_MAX_USERS", "1000000",
+        "Users per experiment the gateway's live uplift analysis follows (8-16 bytes each); later users are "
+        "served as assigned but left out of the analysis.")
     redis_prefix: str = setting("PULSE_REDIS_PREFIX", "pulse",
         "Prefix of Redis keys (PREFIX:decision:USER) and channels (PREFIX:decisions:USER).")
     churn_threshold: float = setting("PULSE_CHURN_THRESHOLD", "0.6",
@@ -178,6 +195,14 @@ class Settings:
             raise ConfigError("PULSE_NBA_EPSILON must be within [0, 1]")
         if self.attribution_window_s <= 0:
             raise ConfigError("PULSE_ATTRIBUTION_WINDOW_S must be positive")
+        if not 0.0 <= self.holdout_share <= 1.0:
+            raise ConfigError("PULSE_HOLDOUT_SHARE must be within [0, 1]")
+        if not self.experiment_salt:
+            raise ConfigError("PULSE_EXPERIMENT_SALT must not be empty")
+        if not 0.0 < self.experiment_srm_p < 1.0:
+            raise ConfigError("PULSE_EXPERIMENT_SRM_P must be within (0, 1)")
+        if self.experiment_min_users < 1 or self.experiment_max_users < 1:
+            raise ConfigError("PULSE_EXPERIMENT_MIN_USERS and PULSE_EXPERIMENT_MAX_USERS must be positive")
         if not 0.0 <= self.churn_threshold <= 1.0:
             raise ConfigError("PULSE_CHURN_THRESHOLD must be within [0, 1]")
         if not -1.0 <= self.escalation_threshold <= 1.0:
