@@ -54,6 +54,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
             settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
             attribution_window_ms=int(settings.attribution_window_s * 1000), rules_file=settings.rules_file or None,
             nba_epsilon=settings.nba_epsilon, nba_warmup=settings.nba_warmup,
+            churn_horizon_ms=settings.churn_horizon_s * 1000, offer_min_confidence=settings.offer_min_confidence,
+            winback_min_idle_ms=settings.winback_min_idle_s * 1000, winback_channel=settings.winback_channel,
         )
     )
 
@@ -86,7 +88,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
         accepted = op.map("pseudonymize", accepted, Pseudonymizer(settings.pseudonymize_key))
     by_user = op.key_on("key_by_user", accepted, lambda accepted: accepted.event["user_id"])
     checkpoint = checkpoint_for(engine, argv or [], os.environ)
-    user_logic = user_logic_builder(engine, checkpoint, record_log(settings), idle_ttl_s=settings.decision_ttl_s)
+    user_logic = user_logic_builder(engine, checkpoint, record_log(settings), idle_ttl_s=settings.decision_ttl_s,
+                                    retention_s=settings.long_term_retention_s)
     decisions = op.key_rm("unkey", op.stateful_batch("decide", by_user, user_logic))
     op.output("redis_out", decisions, RedisDecisionSink(settings))
     return flow

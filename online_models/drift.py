@@ -77,9 +77,9 @@ class DriftAdaptive(Generic[M]):
     >>> adaptive = DriftAdaptive(ChurnClassifier, lambda m, ex: m.learn_one(*ex), min_replay=50)
     >>> for i in range(3000):
     ...     x, y = {"f": float(i % 2)}, bool(i % 2) if i < 1500 else not bool(i % 2)
-    ...     p = adaptive.model.predict_proba_one(x)
+    ...     p = adaptive.model.predict_proba_one(x)[True]
     ...     _ = adaptive.learn_one((x, y), error=abs(float(y) - p))
-    >>> adaptive.detector.n_drifts >= 1 and adaptive.model.predict_proba_one({"f": 1.0}) < 0.5
+    >>> adaptive.detector.n_drifts >= 1 and adaptive.model.predict_proba_one({"f": 1.0})[True] < 0.5
     True
     """
 

@@ -76,7 +76,7 @@ class EngineProbe:
         orjson.dumps(decision)
         reference = UserFeatures(first_ts=NOW_MS)
         reference.update({"type": "purchase", "ts": NOW_MS, "item_id": "i1", "category": "c1", "price": 10.0})
-        assert math.isfinite(self.engine.churn.predict_proba_one(reference.churn_features())), "churn model corrupted"
+        assert math.isfinite(self.engine.churn.predict_proba_one(reference.churn_features())[True]), "churn model corrupted"
 
 
 PROBE = EngineProbe()

@@ -11,7 +11,9 @@ import importlib
 from types import ModuleType
 
 # name -> module (imported only when used, so `pulse --help` stays fast)
-DATASETS: dict[str, str] = {}
+DATASETS: dict[str, str] = {
+    "cdnow": "evaluation.datasets.cdnow",
+}
 
 
 def dataset_module(name: str) -> ModuleType:
