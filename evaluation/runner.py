@@ -302,7 +302,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 reco_error = 1.0 - hit
             if etype == "churn_outcome":
                 x = profile.churn_features()
-                p = variant.model("churn").predict_proba_one(x)
+                p = variant.model("churn").predict_proba_one(x)[True]
                 rec.churn.append((step, bool(event["churned"]), p))
                 q = min(max(p, 1e-6), 1 - 1e-6)  # ADWIN watches the log loss, scaled to [0, 1]
                 churn_error = min(-math.log(q if event["churned"] else 1.0 - q) / 4.0, 1.0)
@@ -310,10 +310,10 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                     confidence_records.append((decision_confidence(p, 0.5, profile.n_events), bool(event["churned"]), p))
                     scores = {}
                     for cname, cmodel in churn_candidates.items():
-                        cp = min(max(cmodel.predict_proba_one(x), 1e-15), 1 - 1e-15)
+                        cp = min(max(cmodel.predict_proba_one(x)[True], 1e-15), 1 - 1e-15)
                         scores[cname] = -math.log(cp if event["churned"] else 1.0 - cp)
                     churn_selected.append((step, bool(event["churned"]),
-                                           churn_candidates[churn_selector.champion].predict_proba_one(x)))
+                                           churn_candidates[churn_selector.champion].predict_proba_one(x)[True]))
                     churn_selector.observe(step, scores)
                     for cmodel in churn_candidates.values():
                         cmodel.learn_one(x, event["churned"])

@@ -56,6 +56,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
             nba_epsilon=settings.nba_epsilon, nba_warmup=settings.nba_warmup,
             experiments_file=settings.experiments_file or None, holdout_share=settings.holdout_share,
             experiment_salt=settings.experiment_salt,
+            churn_horizon_ms=settings.churn_horizon_s * 1000, offer_min_confidence=settings.offer_min_confidence,
+            winback_min_idle_ms=settings.winback_min_idle_s * 1000, winback_channel=settings.winback_channel,
         )
     )
 
@@ -88,7 +90,8 @@ def build_flow(settings: Settings, argv: list[str] | None = None) -> Dataflow:
         accepted = op.map("pseudonymize", accepted, Pseudonymizer(settings.pseudonymize_key))
     by_user = op.key_on("key_by_user", accepted, lambda accepted: accepted.event["user_id"])
     checkpoint = checkpoint_for(engine, argv or [], os.environ)
-    user_logic = user_logic_builder(engine, checkpoint, record_log(settings), idle_ttl_s=settings.decision_ttl_s)
+    user_logic = user_logic_builder(engine, checkpoint, record_log(settings), idle_ttl_s=settings.decision_ttl_s,
+                                    retention_s=settings.long_term_retention_s)
     decisions = op.key_rm("unkey", op.stateful_batch("decide", by_user, user_logic))
     op.output("redis_out", decisions, RedisDecisionSink(settings))
     return flow

@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from river import linear_model, optim
 
-from online_models.actions import ACTIONS
+from online_models.actions import ACTIONS, WIN_BACK_OFFER
 from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["NBA_ACTIONS", "EpsilonGreedyBandit", "ips", "snips"]
 
-NBA_ACTIONS = ACTIONS  # the bandit of `pulse evaluate` learns over every action
+# the bandit of `pulse evaluate` learns over every action taken at an event (a win-back has no event)
+NBA_ACTIONS = tuple(action for action in ACTIONS if action != WIN_BACK_OFFER)
 
 
 def _default_model():

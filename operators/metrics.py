@@ -276,11 +276,14 @@ class EngineMetrics:
     def before_event(self, event: dict[str, Any], engine: Any, profile: Any) -> None:
         """Progressive validation, before `engine` learns from `event` of the user with `profile`.
 
-        A `churn_outcome` scores the churn model's prediction on the profile as it was before the label;
-        an item interaction is a hit when the item was in the user's previous decision's recommendations.
+        A `churn_outcome` scores the churn probability served at the user's latest behavioural event (what a
+        site acted on; kept through idle periods by the long-term record); an item interaction is a hit when
+        the item was in the user's previous decision's recommendations.
         """
         if event["type"] == "churn_outcome" and profile is not None and profile.personalization:
-            self.churn.add(engine.churn.predict_proba_one(profile.churn_features()), event["churned"])
+            served = profile.memory.served_probability
+            if served is not None:
+                self.churn.add(served, event["churned"])
         item_id = event.get("item_id")
         if item_id is not None and event["type"] in ("click", "add_to_cart", "purchase"):
             with self._lock:

@@ -111,6 +111,22 @@ class Settings:
         "Churn probability at/above which the retention offer is chosen.")
     escalation_threshold: float = setting("PULSE_ESCALATION_THRESHOLD", "-0.5",
         "Recent sentiment at/below which a human agent takes over.")
+    churn_horizon_s: int = setting("PULSE_CHURN_HORIZON_S", "0",
+        "Horizon of churn labels: a churn_outcome tells whether the user churned within this many seconds of "
+        "their latest event; a 'not churned' that arrives earlier is learned once it has passed, so every "
+        "label is learned at the same age. 0: every label is learned on arrival.")
+    long_term_retention_s: int = setting("PULSE_LONG_TERM_RETENTION_S", "63072000",
+        "How long after their latest event (default two years) an idle user's long-term record (churn aggregates, "
+        "about 210 bytes) is kept once the full profile expired; 0: none, idle users are dropped at "
+        "PULSE_DECISION_TTL_S.")
+    winback_min_idle_s: int = setting("PULSE_WINBACK_MIN_IDLE_S", "604800",
+        "Quiet time after which a user's churn risk is checked (then after 25% more quiet time each time) and "
+        "one win_back_offer is sent per quiet stretch once it reaches PULSE_CHURN_THRESHOLD; 0: no win-back.")
+    winback_channel: str = setting("PULSE_WINBACK_CHANNEL", "email",
+        "Channel named in win-back decisions (how the site delivers them: email, push, ...).")
+    offer_min_confidence: float = setting("PULSE_OFFER_MIN_CONFIDENCE", "0.2",
+        "Decision confidence below which no offer (retention, discount, win-back) is made: the model knows "
+        "too little of the user (cold start).")
     nba_epsilon: float = setting("PULSE_NBA_EPSILON", "0.05",
         "Share of next-best-action choices that explore (logged with their propensity).")
     nba_warmup: int = setting("PULSE_NBA_WARMUP", "1000",
@@ -209,6 +225,13 @@ class Settings:
             raise ConfigError("PULSE_ESCALATION_THRESHOLD must be within [-1, 1]")
         if self.backup_s < 0 or self.startup_retry_s < 0 or self.gc_gen0 < 0:
             raise ConfigError("PULSE_BACKUP_S, PULSE_STARTUP_RETRY_S and PULSE_GC_GEN0 must be >= 0")
+        for name in ("churn_horizon_s", "long_term_retention_s", "winback_min_idle_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{setting_doc(name).var} must be >= 0")
+        if self.long_term_retention_s and self.long_term_retention_s <= self.churn_horizon_s:
+            raise ConfigError("PULSE_LONG_TERM_RETENTION_S must exceed PULSE_CHURN_HORIZON_S (held labels wait in it)")
+        if not 0.0 <= self.offer_min_confidence <= 1.0:
+            raise ConfigError("PULSE_OFFER_MIN_CONFIDENCE must be within [0, 1]")
         for name in ("metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{setting_doc(name).var} must be a port number 0..65535")

@@ -13,6 +13,7 @@ from types import ModuleType
 # name -> module (imported only when used, so `pulse --help` stays fast)
 DATASETS: dict[str, str] = {
     "sentiment": "evaluation.datasets.sentiment",
+    "cdnow": "evaluation.datasets.cdnow",
 }
 
 

@@ -65,7 +65,6 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="synthetic users who send a set's messages in turn (default 200); bootstrap groups")
     group.add_argument("--throughput-messages", type=int, default=50_000,
                        help="messages of the throughput run, the sets cycled in fresh shuffles (default 50000; 0: skip)")
-    group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
 
 
 def evaluate(args: argparse.Namespace) -> int:
