@@ -54,6 +54,7 @@ class Replay:
         self._build = user_logic_builder(engine, idle_ttl_s=idle_ttl_s, retention_s=retention_s, clock=self._clock)
         self.logics: dict[str, UserLogic] = {}  # the dataflow's per-user state, by user id
         self._timers: list[tuple[int, int, str]] = []  # (due ms, sequence, user id); stale entries are skipped
+        self._due: dict[str, int] = {}  # each step's notify time, read after its latest activation (as Bytewax does)
         self._sequence = itertools.count()
         self._offsets = itertools.count()
         self.rejected: list[Rejected] = []
@@ -102,7 +103,7 @@ class Replay:
         while timers and timers[0][0] <= until_ms:
             due, _, user_id = heapq.heappop(timers)
             logic = self.logics.get(user_id)
-            if logic is None or logic.notify_at_ms() != due:
+            if logic is None or self._due.get(user_id) != due:
                 continue  # the user's step was rescheduled or dropped since
             self.now_ms = max(self.now_ms, due)
             out, discard = logic.on_notify()
@@ -114,7 +115,11 @@ class Replay:
         """Drop a discarded step, or schedule its next timer (Bytewax asks `notify_at` after every call)."""
         if discard:
             del self.logics[user_id]
+            self._due.pop(user_id, None)
             return
         due = logic.notify_at_ms()
-        if due is not None:
+        if due is None:
+            self._due.pop(user_id, None)
+        else:
+            self._due[user_id] = due
             heapq.heappush(self._timers, (due, next(self._sequence), user_id))

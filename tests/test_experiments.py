@@ -110,7 +110,8 @@ def test_the_arm_is_the_pseudonym_s_when_user_ids_are_pseudonymized() -> None:
 
 def test_holdout_users_get_the_non_personalized_decision_and_their_outcomes_are_logged() -> None:
     engine = PersonalizationEngine(EngineConfig(holdout_share=0.5, experiment_salt="h", attribution_window_ms=60_000,
-                                                churn_threshold=0.0, nba_epsilon=0.0))
+                                                churn_threshold=0.0, nba_epsilon=0.0,
+                                                offer_min_confidence=0.0))  # no cold-start gate: offers at once
     experiment, profiles = engine.experiments.current(), {}
     held, treated = users_in(experiment, "holdout", 1)[0], users_in(experiment, "personalized", 1)[0]
     shown = send(engine, profiles, held, "session_start", T0)
@@ -157,7 +158,8 @@ def test_users_without_consent_and_forgotten_users_are_in_no_experiment() -> Non
 def test_an_arm_without_offers_turns_offers_into_recommendations(tmp_path: Path) -> None:
     path = tmp_path / "experiment.toml"
     path.write_text(OFFERS_FILE)
-    engine = PersonalizationEngine(EngineConfig(experiments_file=str(path), churn_threshold=0.0, nba_epsilon=0.0))
+    engine = PersonalizationEngine(EngineConfig(experiments_file=str(path), churn_threshold=0.0, nba_epsilon=0.0,
+                                                offer_min_confidence=0.0))  # no cold-start gate: offers at once
     experiment, profiles = engine.experiments.current(), {}
     assert experiment.control == "holdout" and experiment.version.startswith("experiment.toml@")
     with_offers = [send(engine, profiles, user, "session_start", T0) for user in users_in(experiment, "offers")]

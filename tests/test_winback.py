@@ -98,3 +98,19 @@ def test_cold_start_users_get_no_win_back() -> None:
     visit(r, "newcomer", T0, n=2)  # two events: confidence about 0.03
     r.advance(T0 + 200 * DAY)
     assert r.timer_decisions == []
+
+
+def test_no_win_back_for_a_holdout_user_and_the_experiment_labels_the_ones_sent() -> None:
+    """A holdout gets no offer of any kind: the quiet users of the holdout arm get no win-back."""
+    r = replay(churn_threshold=0.55, holdout_share=0.5, experiment_salt="winback")
+    teach_long_gaps_churn(r.engine)
+    experiment = r.engine.experiments.current()
+    users = [f"u{i}" for i in range(40)]
+    for user in users:
+        visit(r, user, T0)
+    r.advance(T0 + 100 * DAY)
+    held = {u for u in users if not experiment.assign(u).personalized}
+    sent = {d["user_id"] for d in r.timer_decisions}
+    assert held and sent, "both arms are represented"
+    assert not sent & held, "a holdout user got a win-back offer"
+    assert all(d["experiment"] == {"name": "holdout", "arm": "personalized"} for d in r.timer_decisions)
