@@ -68,6 +68,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from connectors.auth import TokenError, read_token
@@ -292,8 +293,9 @@ class Gateway:
                     self._close_soon(ws, 1008, "rate limit exceeded")
                     continue
                 await self._on_message(client, message)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:  # above MAX_CLIENT_MESSAGE
+                self.metrics.refused.labels("message_too_big").inc()
         finally:
             self._clients.discard(client)
             for channel in client.channels:
