@@ -434,6 +434,11 @@ class Gateway:
         task.add_done_callback(self._closing.discard)
 
     def _route(self, channel: bytes, data: bytes) -> None:
+        if b'"forgotten":true' in data:  # an erasure: the dashboard's feed drops the user's decisions too
+            user = b'"user_id":' + orjson.dumps(orjson.loads(data)["user_id"])
+            kept = [d for d in self._feed if user not in d]
+            self._feed.clear()
+            self._feed.extend(kept)
         self._feed.append(data)
         self.metrics.decisions_seen.inc()
         clients = self._routes.get(channel)
