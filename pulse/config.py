@@ -79,7 +79,7 @@ class Settings:
     decision_ttl_s: int = setting("PULSE_DECISION_TTL_S", "86400",
         "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision "
         "expires after the same time.")
-    explanations_per_user: int = setting("PULSE_EXPLANATIONS_PER_USER", "10",
+    explanations_per_user: int = setting("PULSE_EXPLANATIONS_PER_USER", "5",
         "Decisions with their explanations Redis keeps per user (the newest; GET /v1/explanations/ID), for at "
         "most PULSE_DECISION_TTL_S.")
     attribution_window_s: float = setting("PULSE_ATTRIBUTION_WINDOW_S", "1800",

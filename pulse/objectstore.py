@@ -10,8 +10,8 @@ retention leaves: a batch is deleted
 - once a consumer has read past it: a batch below the lowest offset fetched from its partition in the
   last ``read_window_s`` seconds (every consumer that keeps reading within that window finds all its
   batches; one that stalls longer may skip to the oldest batch left, as with Kafka's retention), and
-- when its partition holds more than ``max_partition_bytes`` (the oldest batches first), which bounds
-  partitions nobody reads, such as the decision log;
+- when its partition holds more than ``max_partition_bytes`` or ``MAX_PARTITION_BATCHES`` batches (the
+  oldest first), which bounds partitions nobody reads, such as the decision log;
 
 except in ``keep_topics`` (the catalog, which every worker reads whole at each start), which are kept
 whole. So the broker's memory and the cost of its fetches stay bounded by design, whatever the traffic.
@@ -45,6 +45,7 @@ DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 MAX_KEYS = 1000
 READ_WINDOW_S = 2.0
 MAX_PARTITION_BYTES = 16 * 1024 * 1024
+MAX_PARTITION_BATCHES = 20_000  # bounds the per-object overhead (about 0.5 KB) of partitions of tiny batches
 REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
            412: "Precondition Failed", 501: "Not Implemented"}
 
@@ -204,8 +205,9 @@ class ObjectStore:
             self.deleted["read"] += 1
 
     def _trim_size(self, partition: Partition) -> None:
-        """Delete the oldest batches while the partition holds more than the cap (the newest always stays)."""
-        while partition.size > self._max_partition_bytes and len(partition.batches) > 1:
+        """Delete the oldest batches while the partition holds more than the caps (the newest always stays)."""
+        while (partition.size > self._max_partition_bytes or len(partition.batches) > MAX_PARTITION_BATCHES) \
+                and len(partition.batches) > 1:
             self.delete(partition.batches[next(iter(partition.batches))])
             self.deleted["size"] += 1
 

@@ -89,7 +89,9 @@ def _wait(condition, timeout_s: float = 20.0) -> None:
 
 
 def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
-    env = stack_env(kafka_server.port, redis_server.port, tmp_path, PULSE_PSEUDONYMIZE_KEY=KEY)
+    # Redis keeps all of each user's decisions here (topics are not ordered: a chat message may be decided first).
+    env = stack_env(kafka_server.port, redis_server.port, tmp_path, PULSE_PSEUDONYMIZE_KEY=KEY,
+                    PULSE_EXPLANATIONS_PER_USER="10")
     recovery = Path(env["PULSE_RECOVERY_DIR"])
     alias = {user: pseudonymize(user, KEY) for user in (PRIVATE, FORGOTTEN, REGULAR, WITHDRAWN)}
     now = int(time.time() * 1000)

@@ -32,7 +32,7 @@ def test_a_decision_is_one_script_call() -> None:
             settings.explanation_ids_key("ann").encode())
     index, channel = settings.explanation_key("").encode(), settings.decision_channel("ann").encode()
     assert writer.encode([DecisionOut("ann", "d-1", payload, False)]) == (
-        resp_command(b"EVAL", STORE, b"3", *keys, payload, b"600", b"10", b"d-1", index, b"ann", channel), 1)
+        resp_command(b"EVAL", STORE, b"3", *keys, payload, b"600", b"5", b"d-1", index, b"ann", channel), 1)
     assert writer.encode([DecisionOut("ann", "d-2", payload, True), DecisionOut("ann", "d-3", payload, False, False)]) == (
         resp_command(b"EVAL", ERASE, b"3", *keys, payload, index, channel) * 2, 2)
     writer.close()

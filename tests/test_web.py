@@ -292,7 +292,9 @@ def test_dashboard_feed_pauses_on_the_selected_decision(stack: Stack, browser: B
         page.wait_for_function(f"![...document.querySelectorAll('#feed li')].some(li => li.dataset.decisionId === "
                                f"'{decision_id}')", timeout=15_000)
         assert page.locator("#feed li.selected").count() == 0 and "live" in page.text_content("#feed-state")
-        assert failed == []  # no favicon 404 (nor any other)
+        # No favicon 404, nor any other; an explanation Redis no longer holds (the user's last
+        # PULSE_EXPLANATIONS_PER_USER: 60 users at 150 events/s make one each 0.4 s) is shown from the feed.
+        assert [url for url, status in failed if "/v1/explanations/" not in url or status != 404] == []
     finally:
         page.close()
 
@@ -328,5 +330,6 @@ def test_shop_shows_why_each_item_and_a_discount(stack: Stack, browser: Browser)
         offer = page.locator("#offer")
         assert offer.get_attribute("data-action") == "discount" and offer.is_visible()
         assert "10% off" in offer.text_content()
+        page.screenshot(path=str(Path(os.environ.get("PULSE_SCREENSHOT_DIR", stack.logs)) / "shop.png"), full_page=True)
     finally:
         page.close()
