@@ -39,7 +39,13 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_io import ensure_topics  # noqa: E402
 from pulse.config import Settings  # noqa: E402
-from pulse.localservers import Retention, free_port, start_redis, start_tansu, stop_processes  # noqa: E402
+from pulse.localservers import (  # noqa: E402
+    Retention,
+    free_port,
+    start_redis,
+    start_tansu,
+    stop_processes,
+)
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World  # noqa: E402
 
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import parse_qs, unquote
@@ -42,7 +43,7 @@ import orjson
 RECORDS = re.compile(r"^clusters/[^/]+/topics/(?P<topic>[^/]+)/partitions/\d+/records$")
 BATCH = re.compile(r"^(?P<offset>\d{20})\.batch$")
 DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
-MAX_KEYS = 1000
+MAX_LIST_KEYS = 1_000_000
 READ_WINDOW_S = 2.0
 MAX_PARTITION_BYTES = 16 * 1024 * 1024
 MAX_PARTITION_BATCHES = 20_000  # bounds the per-object overhead (about 0.5 KB) of partitions of tiny batches
@@ -52,12 +53,22 @@ REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request"
 
 @dataclass(slots=True)
 class StoredObject:
-    """An object's bytes, its ETag (quoted, as S3 sends it), when it was written and its ListObjectsV2 entry."""
+    """An object's bytes, its ETag (quoted, as S3 sends it), when it was written, and what is sent about it:
+    its ListObjectsV2 entry and the heads of the answers to GET (200, 304) and HEAD, rendered once."""
 
     data: bytes
     etag: str
     modified: float
     listing: str = ""
+    head_ok: bytes = b""
+    head_not_modified: bytes = b""
+
+    def render(self, key: str) -> None:
+        """Render what is sent about the object (once, when it is written: GETs are most requests)."""
+        self.listing = listing_entry(key, self)
+        meta = f"ETag: {self.etag}\r\nLast-Modified: {formatdate(self.modified, usegmt=True)}\r\n"
+        self.head_ok = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.data)}\r\n{meta}\r\n".encode()
+        self.head_not_modified = f"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n{meta}\r\n".encode()
 
 
 def listing_entry(key: str, stored: StoredObject) -> str:
@@ -73,7 +84,8 @@ class Partition:
     """The batches of one topic partition (a ``.../records`` directory), oldest first, and what was read."""
 
     keep: bool
-    batches: dict[int, str] = field(default_factory=dict)  # offset -> key, in offset order (Tansu appends)
+    # offset -> key, oldest first (Tansu appends; an OrderedDict, as a plain dict's first key costs the deleted ones)
+    batches: OrderedDict[int, str] = field(default_factory=OrderedDict)
     size: int = 0
     reads: deque[tuple[float, int]] = field(default_factory=deque)  # (time, offset) fetched; offsets increase
 
@@ -100,11 +112,13 @@ class ObjectStore:
         self._max_partition_bytes = max_partition_bytes
         self._objects: dict[str, StoredObject] = {}
         self._dirs: dict[str, dict[str, None]] = {}  # directory -> names, in insertion order
+        self._sorted: dict[str, list[str]] = {}  # directory -> its keys sorted, until it changes
         self._partitions: dict[str, Partition] = {}
         self._version = 0
         self._last_modified = 0.0
         self.deleted = {"read": 0, "size": 0}
         self.requests = 0
+        self.conflicts = 0
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -131,10 +145,11 @@ class ObjectStore:
         self._version += 1
         self._last_modified = max(time.time(), self._last_modified + 1e-6)  # unique: Tansu orders batches by it
         stored = StoredObject(data, f'"{self._version}"', self._last_modified)
-        stored.listing = listing_entry(key, stored)
+        stored.render(key)
         self._objects[key] = stored
         directory, _, name = key.rpartition("/")
         self._dirs.setdefault(directory, {})[name] = None
+        self._sorted.pop(directory, None)
         partition = self._partition(directory)
         match = BATCH.match(name)
         if partition is not None and match:
@@ -153,6 +168,7 @@ class ObjectStore:
             return
         directory, _, name = key.rpartition("/")
         names = self._dirs.get(directory)
+        self._sorted.pop(directory, None)
         if names is not None:
             names.pop(name, None)
             if not names:
@@ -163,15 +179,30 @@ class ObjectStore:
             partition.batches.pop(int(match["offset"]), None)
             partition.size -= len(stored.data)
 
-    def keys(self, prefix: str, start_after: str = "") -> list[str]:
-        """Every key under `prefix` after `start_after`, in S3's (lexicographic) order."""
+    def keys(self, prefix: str, start_after: str = "", limit: int | None = None) -> list[str]:
+        """Up to `limit` keys under `prefix` after `start_after`, in S3's (lexicographic) order.
+
+        A partition's listing is sorted once per change and paged by bisection: a consumer that lags
+        behind lists thousands of batches at every fetch.
+        """
         directories = [d for d in self._dirs if (d + "/").startswith(prefix) or prefix.startswith(d + "/")]
-        found = sorted(f"{d}/{name}" for d in directories for name in self._dirs[d])  # batches come nearly in order
-        return [key for key in found if key > start_after and key.startswith(prefix)]
+        if len(directories) == 1:
+            found = self._sorted.get(directories[0])
+            if found is None:
+                found = self._sorted[directories[0]] = sorted(f"{directories[0]}/{n}" for n in self._dirs[directories[0]])
+        else:
+            found = sorted(f"{d}/{name}" for d in directories for name in self._dirs[d])
+        start = max(bisect.bisect_left(found, prefix), bisect.bisect_right(found, start_after) if start_after else 0)
+        out = []
+        for key in found[start:]:  # the keys under a prefix are contiguous in sorted order
+            if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
+                break
+            out.append(key)
+        return out
 
     def stats(self) -> dict[str, object]:
         """Objects and bytes held, and batches deleted by each retention rule."""
-        return {"requests": self.requests, "objects": len(self._objects),
+        return {"requests": self.requests, "conflicts": self.conflicts, "objects": len(self._objects),
                 "bytes": sum(len(o.data) for o in self._objects.values()),
                 "deleted_batches": dict(self.deleted),
                 "partitions": {d: {"batches": len(p.batches), "bytes": p.size} for d, p in self._partitions.items()}}
@@ -275,15 +306,18 @@ class S3Protocol(asyncio.Protocol):
                                f'<?xml version="1.0" encoding="UTF-8"?><DeleteResult>{results}</DeleteResult>'.encode())
         if method == "PUT":
             etag = store.put(key, body, headers.get("if-none-match"), headers.get("if-match"))
-            return self._reply(412) if etag is None else self._reply(200, [("ETag", etag)])
+            if etag is None:
+                store.conflicts += 1  # a concurrent update came first: Tansu reads the object again and retries
+                return self._reply(412)
+            return self._reply(200, [("ETag", etag)])
         if method in ("GET", "HEAD"):
             found = store.read(key) if method == "GET" else store.get(key)
             if found is None:
                 return self._reply(404)
-            meta = [("ETag", found.etag), ("Last-Modified", formatdate(found.modified, usegmt=True))]
+            assert self._transport is not None
             if headers.get("if-none-match") == found.etag:
-                return self._reply(304, meta, length=0)
-            return self._reply(200, meta, b"" if method == "HEAD" else found.data, length=len(found.data))
+                return self._transport.write(found.head_not_modified)
+            return self._transport.write(found.head_ok if method == "HEAD" else found.head_ok + found.data)
         if method == "DELETE":
             store.delete(key)
             return self._reply(204)
@@ -291,18 +325,22 @@ class S3Protocol(asyncio.Protocol):
 
     def _list(self, query: dict[str, str]) -> None:
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter")
-        max_keys = min(int(query.get("max-keys", MAX_KEYS)), MAX_KEYS)
-        keys = self._store.keys(prefix, query.get("continuation-token") or query.get("start-after", ""))
-        contents, common, count, last = [], [], 0, ""
+        # S3 pages by 1,000 keys; without an explicit max-keys this store answers in one page (Tansu lists a
+        # partition at every fetch, and a lagging consumer's partition may hold thousands of batches).
+        max_keys = int(query.get("max-keys", MAX_LIST_KEYS))
+        keys = self._store.keys(prefix, query.get("continuation-token") or query.get("start-after", ""),
+                                None if delimiter else max_keys + 1)
+        contents, common, count, last, truncated = [], [], 0, "", False
         for key in keys:
-            if count >= max_keys:
-                break
             rest = key[len(prefix):]
-            if delimiter and delimiter in rest:
-                folder = prefix + rest.split(delimiter, 1)[0] + delimiter
-                if common and common[-1] == folder:
-                    last = key
-                    continue
+            folder = prefix + rest.split(delimiter, 1)[0] + delimiter if delimiter and delimiter in rest else None
+            if folder is not None and common and common[-1] == folder:
+                last = key  # one more key under the same common prefix
+                continue
+            if count >= max_keys:
+                truncated = True
+                break
+            if folder is not None:
                 common.append(folder)
             else:
                 found = self._store.get(key)
@@ -310,7 +348,6 @@ class S3Protocol(asyncio.Protocol):
                 contents.append(found.listing)
             count += 1
             last = key
-        truncated = count >= max_keys and last != (keys[-1] if keys else "")
         parts = ['<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>',
                  f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{count}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
                  f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"]

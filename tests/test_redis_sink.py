@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 import redis
+from redis_scan import holding
 
 from connectors.redis_sink import ERASE, STORE, RedisDecisionWriter, resp_command
 from operators.user_state import DecisionOut
 from pulse.config import Settings
 from pulse.localservers import LocalServer, start_redis
-from redis_scan import holding
 
 
 def settings_for(port: int) -> Settings:
