@@ -119,6 +119,7 @@ class ObjectStore:
         self.deleted = {"read": 0, "size": 0}
         self.requests = 0
         self.conflicts = 0
+        self.missing = 0
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -202,7 +203,8 @@ class ObjectStore:
 
     def stats(self) -> dict[str, object]:
         """Objects and bytes held, and batches deleted by each retention rule."""
-        return {"requests": self.requests, "conflicts": self.conflicts, "objects": len(self._objects),
+        return {"requests": self.requests, "conflicts": self.conflicts, "missing_batches": self.missing,
+                "objects": len(self._objects),
                 "bytes": sum(len(o.data) for o in self._objects.values()),
                 "deleted_batches": dict(self.deleted),
                 "partitions": {d: {"batches": len(p.batches), "bytes": p.size} for d, p in self._partitions.items()}}
@@ -313,6 +315,8 @@ class S3Protocol(asyncio.Protocol):
         if method in ("GET", "HEAD"):
             found = store.read(key) if method == "GET" else store.get(key)
             if found is None:
+                if key.endswith(".batch"):
+                    store.missing += 1  # listed, then deleted before Tansu got it: its fetch fails
                 return self._reply(404)
             assert self._transport is not None
             if headers.get("if-none-match") == found.etag:
