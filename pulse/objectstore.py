@@ -44,6 +44,14 @@ RECORDS = re.compile(r"^clusters/[^/]+/topics/(?P<topic>[^/]+)/partitions/\d+/re
 BATCH = re.compile(r"^(?P<offset>\d{20})\.batch$")
 DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 MAX_LIST_KEYS = 1_000_000
+# Tansu 0.6.0 answers a fetch with no records when the partition's batches after the fetch offset are many (at
+# 1,500 batches on this store; at 20,000 on its memory store), so a consumer that fell that far behind never
+# catches up. A partition's listing therefore shows at most twice this many batches: the oldest (where the
+# slowest recent reader goes on) and those from the newest batch read on (where the leading reader goes on),
+# so every fetch stays small and a lagging consumer catches up this many batches per fetch. A reader between
+# the two waits until the slowest has read on (reading deletes batches); the "latest" offset Tansu derives
+# from a listing is that of the newest listed batch.
+LISTED_BATCHES = 256
 READ_WINDOW_S = 2.0
 MAX_PARTITION_BYTES = 16 * 1024 * 1024
 MAX_PARTITION_BATCHES = 20_000  # bounds the per-object overhead (about 0.5 KB) of partitions of tiny batches
@@ -88,6 +96,7 @@ class Partition:
     batches: OrderedDict[int, str] = field(default_factory=OrderedDict)
     size: int = 0
     reads: deque[tuple[float, int]] = field(default_factory=deque)  # (time, offset) fetched; offsets increase
+    last_read: int = -1  # the newest batch fetched (the leading consumer's position)
 
 
 class ObjectStore:
@@ -201,6 +210,16 @@ class ObjectStore:
             out.append(key)
         return out
 
+    def listed_batches(self, directory: str, count: int) -> list[str]:
+        """What a listing of a partition shows: its `count` oldest batches (the slowest recent reader's next
+        ones) and the `count` from the newest batch read on (the leading reader's next ones), in order."""
+        keys = self.keys(directory + "/")
+        partition = self._partitions.get(directory)
+        if len(keys) <= 2 * count or partition is None:
+            return keys
+        leading = bisect.bisect_left(keys, f"{directory}/{max(partition.last_read, 0):020d}.batch")
+        return keys[:count] + keys[max(leading, count):leading + count]
+
     def stats(self) -> dict[str, object]:
         """Objects and bytes held, and batches deleted by each retention rule."""
         return {"requests": self.requests, "conflicts": self.conflicts, "missing_batches": self.missing,
@@ -227,6 +246,7 @@ class ObjectStore:
         while reads and reads[-1][1] >= offset:  # a sliding-window minimum: later, lower reads supersede
             reads.pop()
         reads.append((now, offset))
+        partition.last_read = max(partition.last_read, offset)
         while reads[0][0] < now - self._read_window_s and len(reads) > 1:
             reads.popleft()
         floor = reads[0][1]
@@ -332,8 +352,13 @@ class S3Protocol(asyncio.Protocol):
         # S3 pages by 1,000 keys; without an explicit max-keys this store answers in one page (Tansu lists a
         # partition at every fetch, and a lagging consumer's partition may hold thousands of batches).
         max_keys = int(query.get("max-keys", MAX_LIST_KEYS))
-        keys = self._store.keys(prefix, query.get("continuation-token") or query.get("start-after", ""),
-                                None if delimiter else max_keys + 1)
+        partition = RECORDS.match(prefix.rstrip("/")) is not None and not delimiter  # see LISTED_BATCHES
+        if partition:
+            keys = self._store.listed_batches(prefix.rstrip("/"), LISTED_BATCHES)
+            max_keys = len(keys)
+        else:
+            keys = self._store.keys(prefix, query.get("continuation-token") or query.get("start-after", ""),
+                                    None if delimiter else max_keys + 1)
         contents, common, count, last, truncated = [], [], 0, "", False
         for key in keys:
             rest = key[len(prefix):]
@@ -342,7 +367,7 @@ class S3Protocol(asyncio.Protocol):
                 last = key  # one more key under the same common prefix
                 continue
             if count >= max_keys:
-                truncated = True
+                truncated = not partition  # the newer batches of a partition are hidden, not paged
                 break
             if folder is not None:
                 common.append(folder)

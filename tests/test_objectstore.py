@@ -87,3 +87,24 @@ def test_read_batches_and_bytes_over_the_cap_are_deleted(trimmed_broker: LocalSe
         consumer = reader(bootstrap, "items")
         assert len(read(consumer, N)) == N
         consumer.close()
+
+
+def test_a_consumer_far_behind_catches_up(trimmed_broker: LocalServer) -> None:
+    """Tansu returns no records to a fetch with too many batches ahead (1,500 on this store): the store's
+    listings keep every fetch small (LISTED_BATCHES), so a consumer 3,000 batches behind reads them all."""
+    bootstrap = f"127.0.0.1:{trimmed_broker.port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("backlog", 1, 1)])["backlog"].result(10)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.num.messages": 1})
+    for i in range(3000):  # one batch per record
+        producer.produce("backlog", value=b'{"i":%d}' % i)
+        if i % 500 == 0:
+            producer.flush(10)
+    assert producer.flush(10) == 0
+    assert sum(p["batches"] for p in partitions(store_stats(trimmed_broker), "backlog")) == 3000
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition("backlog", 0, 0)])
+    records = read(consumer, 3000, timeout_s=30)
+    consumer.close()
+    assert [orjson.loads(v)["i"] for _, _, v in records] == list(range(3000))
