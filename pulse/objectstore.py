@@ -15,6 +15,8 @@ retention leaves: a batch is deleted
 
 except in ``keep_topics`` (the catalog, which every worker reads whole at each start), which are kept
 whole. So the broker's memory and the cost of its fetches stay bounded by design, whatever the traffic.
+A partition's listing shows at most its oldest and its leading batches (``LISTED_BATCHES``): Tansu answers
+a fetch with too many batches ahead with no records, which a lagging consumer would never get past.
 
 The store speaks the subset of the S3 API that Tansu's object_store client uses, over HTTP/1.1 with
 keep-alive: PUT (with ``If-None-Match: *`` and ``If-Match`` conditions), GET / HEAD (with
