@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from enginestack import Engine, produce, stack_env
+
 from pulse.localservers import LocalServer
 from simulator import SimEvent
 
 pytestmark = pytest.mark.e2e
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING pulse\.kafka: dead-lettered \S+: invalid JSON", re.M)
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING pulse\.kafka: dead-lettered \S+: invalid JSON", re.MULTILINE)
 
 
 def test_engine_log_lines_have_time_and_level(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
