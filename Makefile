@@ -44,13 +44,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# System packages: venv for Debian's Python, redis-server, and chromium for the browser tests (the Kafka-compatible
+# System packages: venv for Debian's Python, redis-server, kcat, and chromium for the browser tests (the Kafka-compatible
 # broker comes from PyPI). Installed with apt-get, through sudo unless root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq
 system-deps:
 	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || { echo "installing python3-venv"; $(APT_INSTALL) python3-venv; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server"; $(APT_INSTALL) redis-server; }
+	@command -v kcat >/dev/null 2>&1 || { echo "installing kcat (tests/test_kcat.py)"; $(APT_INSTALL) kcat; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium (browser tests drive it with Playwright; nothing is downloaded at run time)"; \
 		$(APT_INSTALL) chromium; }

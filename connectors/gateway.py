@@ -68,6 +68,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from connectors.auth import TokenError, read_token
@@ -292,8 +293,9 @@ class Gateway:
                     self._close_soon(ws, 1008, "rate limit exceeded")
                     continue
                 await self._on_message(client, message)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:  # above MAX_CLIENT_MESSAGE
+                self.metrics.refused.labels("message_too_big").inc()
         finally:
             self._clients.discard(client)
             for channel in client.channels:
@@ -432,6 +434,11 @@ class Gateway:
         task.add_done_callback(self._closing.discard)
 
     def _route(self, channel: bytes, data: bytes) -> None:
+        if b'"forgotten":true' in data:  # an erasure: the dashboard's feed drops the user's decisions too
+            user = b'"user_id":' + orjson.dumps(orjson.loads(data)["user_id"])
+            kept = [d for d in self._feed if user not in d]
+            self._feed.clear()
+            self._feed.extend(kept)
         self._feed.append(data)
         self.metrics.decisions_seen.inc()
         clients = self._routes.get(channel)

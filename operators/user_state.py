@@ -32,12 +32,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class DecisionOut:
-    """An encoded decision ready for the sinks; `forget` asks them to erase the user's stored decision."""
+    """An encoded decision ready for the sinks; `forget` asks them to erase what they store of the user.
+
+    `personal` is false for decisions made without consent: sinks publish them but store nothing of the user.
+    """
 
     user_id: str
     decision_id: str
     payload: bytes
     forget: bool
+    personal: bool = True
 
 
 class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
@@ -96,7 +100,8 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
                     for outcome in outcomes:
                         records.outcome(user_id, outcome)
                     records.decision(user_id, payload)
-                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None))
+                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None,
+                                       decision["personalized"]))
             forgotten = any(accepted.event["type"] == "forget_user" for accepted in values)
             if self._checkpoint is not None:
                 if forgotten:

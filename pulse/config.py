@@ -79,6 +79,9 @@ class Settings:
     decision_ttl_s: int = setting("PULSE_DECISION_TTL_S", "86400",
         "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision "
         "expires after the same time.")
+    explanations_per_user: int = setting("PULSE_EXPLANATIONS_PER_USER", "5",
+        "Decisions with their explanations Redis keeps per user (the newest; GET /v1/explanations/ID), for at "
+        "most PULSE_DECISION_TTL_S.")
     attribution_window_s: float = setting("PULSE_ATTRIBUTION_WINDOW_S", "1800",
         "Wait window joining outcomes (click, cart, purchase) to the decision before them.")
     model_dir: str = setting("PULSE_MODEL_DIR", ".pulse/models",
@@ -203,7 +206,8 @@ class Settings:
         """Reject values that would make the engine misbehave later."""
         if self.starting_offset not in ("earliest", "latest"):
             raise ConfigError(f"PULSE_STARTING_OFFSET must be earliest or latest, not {self.starting_offset!r}")
-        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s", "gateway_queue",
+        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s",
+                     "explanations_per_user", "gateway_queue",
                      "gateway_rate", "gateway_idle_s", "snapshot_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{setting_doc(name).var} must be positive")
@@ -264,8 +268,16 @@ class Settings:
         """Redis pub/sub channel carrying the user's decisions."""
         return f"{self.redis_prefix}:decisions:{user_id}"
 
+    def explanations_key(self, user_id: str) -> str:
+        """Redis hash of the user's last decisions with their explanations, by decision id."""
+        return f"{self.redis_prefix}:explanations:{user_id}"
+
+    def explanation_ids_key(self, user_id: str) -> str:
+        """Redis list of the decision ids in `explanations_key`, newest first."""
+        return f"{self.redis_prefix}:explanation-ids:{user_id}"
+
     def explanation_key(self, decision_id: str) -> str:
-        """Redis key holding a decision (with its explanation) by decision id."""
+        """Redis key naming the (stored) user whose explanations hash holds this decision."""
         return f"{self.redis_prefix}:explanation:{decision_id}"
 
 
