@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 class DecisionOut:
     """An encoded decision ready for the sinks; `forget` asks them to erase what they store of the user.
 
-    `personal` is false for decisions made without consent: sinks publish them but store nothing of the user.
+    `personal` is false for decisions made without consent: sinks publish them but store nothing of the user
+    (a holdout user's non-personalized decisions are stored: the user consented).
     """
 
     user_id: str
@@ -100,8 +101,8 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
                     for outcome in outcomes:
                         records.outcome(user_id, outcome)
                     records.decision(user_id, payload)
-                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None,
-                                       decision["personalized"]))
+                consented = self._profile is not None and self._profile.personalization  # a holdout's too
+                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None, consented))
             forgotten = any(accepted.event["type"] == "forget_user" for accepted in values)
             if self._checkpoint is not None:
                 if forgotten:
