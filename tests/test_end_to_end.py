@@ -152,7 +152,8 @@ def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str,
         assert source_topic in {env["PULSE_TOPIC_CLICKSTREAM"], env["PULSE_TOPIC_CHAT"], env["PULSE_TOPIC_CONTROL"]}
 
     # Redis holds each user's latest decision (the one made last, per the decision log); the forgotten user's is
-    # erased, and so is that of users without consent (their decisions are published, never stored).
+    # erased, and so is that of users without consent (their decisions are published, never stored); a holdout
+    # user's non-personalized decision is stored (they consented).
     last_decision_of: dict[str, dict] = {}
     for decision in decisions:
         last_decision_of[decision["user_id"]] = decision
@@ -165,7 +166,7 @@ def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str,
         if user == forgotten_user:
             continue
         latest = store.get(f"{prefix}:decision:{user}")
-        if not last["personalized"]:
+        if not last["personalized"] and last["experiment"] is None:  # no consent (a holdout's is stored)
             assert latest is None, user
             continue
         assert latest is not None and orjson.loads(latest)["event_id"] == last["event_id"], user
