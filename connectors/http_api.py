@@ -45,9 +45,9 @@ from redis.exceptions import RedisError
 
 from connectors.auth import TokenError, operator_allowed, read_token
 from connectors.experiments_api import ExperimentsApi
+from connectors.gateway_metrics import GatewayMetrics
 from connectors.producer import PulseProducer, check_event
 from operators.contracts import InvalidEvent, utf8_error
-from operators.metrics import GatewayMetrics
 from operators.privacy import pseudonymize
 from pulse.config import Settings
 

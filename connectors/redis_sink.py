@@ -29,6 +29,7 @@ import time
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.backoff import Backoff
 from operators.user_state import DecisionOut
 from pulse.config import Settings
 
@@ -87,15 +88,15 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
         if not items:
             return
         packed, n_replies = self.encode(items)
-        backoff = 0.1
+        backoff = Backoff(0.1, cap=MAX_BACKOFF_S)
         while True:
             try:
                 self._send(packed, n_replies)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                delay = backoff.next()
+                log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, delay)
+                time.sleep(delay)
 
     def encode(self, items: list[DecisionOut]) -> tuple[bytes, int]:
         """The batch's commands as one RESP buffer, and how many replies they produce (one per decision)."""

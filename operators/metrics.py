@@ -1,8 +1,8 @@
 """Prometheus metrics of the engine and the gateway, defined in one place.
 
 The engine's metrics live in the process-wide registry (next to bytewax's own
-`bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; each gateway builds its
-`GatewayMetrics` in a registry of its own. Model quality is computed over rolling windows when scraped,
+`bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; the gateway's are in
+connectors.gateway_metrics, built from the same counting primitives. Model quality is computed over rolling windows when scraped,
 and the per-event counters and latency histograms are plain integers kept per thread and summed when
 scraped (`ThreadCounts`), so the per-event cost is a few dict updates and deque appends.
 """
@@ -15,10 +15,10 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from operators.contracts import TOPIC_KIND_OF_TYPE
@@ -334,39 +334,3 @@ def serve_engine_metrics(port: int, host: str = "0.0.0.0") -> bool:
             start_http_server(port, addr=host)
             _served_ports.add(port)
     return True
-
-
-class _GatewayStats:
-    """Collector reading the gateway's own counters at scrape time (no work on the hot path)."""
-
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        stats = self._stats()
-        yield GaugeMetricFamily("pulse_ws_connections", "Open WebSocket connections.", stats["connections"])
-        yield GaugeMetricFamily("pulse_ws_subscriptions", "Active user subscriptions.", stats["subscriptions"])
-        frames = CounterMetricFamily("pulse_ws_frames", "Decision frames by outcome: delivered, or dropped because "
-                                     "the client read too slowly.", labels=["outcome"])
-        frames.add_metric(["delivered"], stats["delivered"])
-        frames.add_metric(["dropped"], stats["dropped"])
-        yield frames
-        yield GaugeMetricFamily("pulse_gateway_redis_connected", "1 while the Redis pub/sub link is up.",
-                                int(stats["redis_connected"]))
-
-
-class GatewayMetrics:
-    """Metrics of one gateway (a registry of its own): WebSocket side, auth refusals, HTTP API and ingest."""
-
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
-        self.registry = CollectorRegistry()
-        self.registry.register(_GatewayStats(stats))
-        self.registry.register(gc_pauses())
-        self.refused = Counter("pulse_ws_refused", "WebSocket subscriptions or connections refused, by reason.",
-                               ["reason"], registry=self.registry)
-        self.decisions_seen = Counter("pulse_gateway_decisions", "Decisions received from Redis pub/sub.",
-                                      registry=self.registry)
-        self.ingested = Counter("pulse_ingest_events", "Events posted to /v1/events, by status and topic kind.",
-                                ["status", "topic"], registry=self.registry)
-        self.http = Counter("pulse_http_requests", "HTTP API requests, by route and status code.", ["route", "code"],
-                            registry=self.registry)

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from operators.engine import PersonalizationEngine
 from operators.contracts import TOPIC_KIND_OF_TYPE
-from operators.metrics import EngineMetrics, GatewayMetrics, Rolling, reason_class
+from connectors.gateway_metrics import GatewayMetrics
+from operators.metrics import EngineMetrics, Rolling, reason_class
 from operators.parse import EventParser
 
 TS = 1_763_900_000_000
