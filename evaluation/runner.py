@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from river.utils.math import sigmoid
 
 from evaluation import metrics as M
 from online_models import ChurnClassifier, HybridRecommender, SentimentClassifier
@@ -199,10 +200,6 @@ def _bandit_context(decision: dict[str, Any], segment: int, n_segments: int) -> 
     return context
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
     """Absolute errors of a personalized decision's explanations (all ~0 when they are exact)."""
     errors: dict[str, float] = {}
@@ -211,13 +208,13 @@ def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
         e = churn["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["churn_sum"] = abs(total - e["score"])
-        errors["churn_probability"] = abs(_sigmoid(e["score"]) - churn["probability"])
+        errors["churn_probability"] = abs(sigmoid(e["score"]) - churn["probability"])
     message = (decision.get("sentiment") or {}).get("message")
     if message:
         e = message["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["sentiment_sum"] = abs(total - e["score"])
-        errors["sentiment_score"] = abs(2.0 * _sigmoid(e["score"]) - 1.0 - message["score"])
+        errors["sentiment_score"] = abs(2.0 * sigmoid(e["score"]) - 1.0 - message["score"])
     recs = decision.get("recommendations") or []
     if recs:
         errors["recommendation_sum"] = max(abs(math.fsum(r["components"].values()) - r["score"]) for r in recs)

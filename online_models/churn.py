@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from river import base, linear_model, optim
+from river.utils.math import sigmoid
 
 from online_models.explanation import Explanation, linear_explanation
 from online_models.scaling import BoundedStandardScaler
@@ -120,13 +121,9 @@ class ChurnClassifier(base.Classifier):
 
     def predict_proba_one(self, x: dict) -> dict[bool, float]:
         """`{False: 1 - p, True: p}` with p = P(churn); 0.5 before any learning."""
-        p = _sigmoid(self.explain_one(x).score)
+        p = float(sigmoid(self.explain_one(x).score))
         return {False: 1.0 - p, True: p}
 
     def explain_one(self, x: dict) -> Explanation:
         """Contributions `weight * scaled value` per feature; with the intercept they sum to the logit."""
         return linear_explanation(self._regression.weights, self._scaler.transform_one(x), self._regression.intercept)
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))

@@ -8,24 +8,46 @@ The models are shared by every user handled in this process; the caller owns the
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from river import stats
+from river.utils.math import sigmoid
 
-from online_models import Action, ChurnClassifier, HybridRecommender, RuleBasedPolicy, SentimentClassifier
+from online_models import (
+    Action,
+    ChurnClassifier,
+    HybridRecommender,
+    RuleBasedPolicy,
+    SentimentClassifier,
+)
 from online_models.actions import OFFER_ACTIONS
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
 from online_models.segments import BehaviourSegmenter
-from operators.attribution import OUTCOME_REWARD, Attribution, OutcomeLabels, PendingDecision
+from operators.attribution import (
+    OUTCOME_REWARD,
+    Attribution,
+    OutcomeLabels,
+    PendingDecision,
+)
 from operators.cold_start import gate_offer
-from operators.experiments import DEFAULT_SALT, Arm, Experiment, ExperimentsFile, default_experiment
-from operators.features import CHURN_FEATURES, CONTROL_EVENTS, INTERACTION_STRENGTH, UserFeatures
+from operators.experiments import (
+    DEFAULT_SALT,
+    Arm,
+    Experiment,
+    ExperimentsFile,
+    default_experiment,
+)
+from operators.features import (
+    CHURN_FEATURES,
+    CONTROL_EVENTS,
+    INTERACTION_STRENGTH,
+    UserFeatures,
+)
 from operators.long_term import ChurnLabels
 from operators.rules import CANDIDATE_FACTOR, RulesFile
 
@@ -228,7 +250,7 @@ class PersonalizationEngine:
         text = event["text"]
         # Progressive validation: score the message before its label (if any) teaches the model.
         explanation = self.sentiment.explain_one(text)
-        score = 2.0 * _sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
+        score = 2.0 * sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
         label = event.get("label")
         if label is not None:
             error = abs(float(label == "positive") - (score + 1.0) / 2.0)
@@ -248,7 +270,7 @@ class PersonalizationEngine:
         user_id = event["user_id"]
         features = profile.churn_features()
         churn_explanation = self.churn.explain_one(features)
-        churn_probability = _sigmoid(churn_explanation.score)  # equals predict_proba_one (tested), one pass
+        churn_probability = float(sigmoid(churn_explanation.score))  # = predict_proba_one (tested), one pass
         recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
         context = {**features, "churn_probability": churn_probability}
         sentiment, escalation_rule = self._escalation_signal(profile)
@@ -405,10 +427,6 @@ class PersonalizationEngine:
             "decided_ts": decided_ms,
             "latency_ms": {"event_to_ingest": ingest_ms - event_ts, "ingest_to_decision": decided_ms - ingest_ms},
         }
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

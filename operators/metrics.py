@@ -20,7 +20,9 @@ from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+from river import metrics, stats, utils
 
+from online_models.metrics import roc_auc
 from operators.contracts import TOPIC_KIND_OF_TYPE
 
 T = TypeVar("T")
@@ -53,50 +55,55 @@ def reason_class(reason: str) -> str:
     return "invalid_field"
 
 
-class Rolling:
-    """A bounded window of (prediction, label) pairs with the quality measures Pulse reports."""
+class ChurnQuality:
+    """ROC AUC (online_models.metrics: exact) and log-loss (River's) of churn probabilities over the last `size` labels.
+
+    >>> q = ChurnQuality(); [q.add(p, y) for p, y in [(0.9, True), (0.8, False), (0.7, True), (0.1, False)]] and q.auc()
+    0.75
+    """
 
     def __init__(self, size: int = QUALITY_WINDOW) -> None:
-        self._pairs: deque[tuple[float, int]] = deque(maxlen=size)
+        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=size)
+        self._pairs: deque[tuple[bool, float]] = deque(maxlen=size)
 
-    def add(self, prediction: float, label: bool) -> None:
-        """Record one prediction (a probability or a score) and its true label."""
-        self._pairs.append((prediction, int(label)))
+    def add(self, probability: float, churned: bool) -> None:
+        """Record one served probability and the label that followed."""
+        self._log_loss.update(churned, probability)
+        self._pairs.append((churned, probability))
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def auc(self) -> float:
-        """ROC AUC by the rank-sum formula (ties share ranks); NaN until both classes are seen.
-
-        >>> r = Rolling(); [r.add(p, y) for p, y in [(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)]] and r.auc()
-        0.75
-        """
-        pairs = sorted(self._pairs)
-        positives = sum(y for _, y in pairs)
-        negatives = len(pairs) - positives
-        if not positives or not negatives:
-            return math.nan
-        rank_sum, i = 0.0, 0
-        while i < len(pairs):
-            j = i
-            while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-                j += 1
-            rank_sum += (i + j + 1) / 2 * sum(y for _, y in pairs[i:j])  # mean rank (1-based) of the tie group
-            i = j
-        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+        """Exact ROC AUC of the window (ties count one half); NaN until both classes are in it."""
+        pairs = list(self._pairs)
+        return roc_auc([label for label, _ in pairs], [p for _, p in pairs]) if pairs else math.nan
 
     def log_loss(self) -> float:
-        """Mean binary cross-entropy of probabilities (clipped to [1e-15, 1 - 1e-15]); NaN when empty."""
-        if not self._pairs:
-            return math.nan
-        eps = 1e-15
-        total = sum(-math.log(min(max(p if y else 1 - p, eps), 1 - eps)) for p, y in self._pairs)
-        return total / len(self._pairs)
+        """Mean log-loss of the window (probabilities clipped to [1e-15, 1 - 1e-15]); NaN when empty."""
+        return self._log_loss.get() if self._pairs else math.nan
 
-    def mean_label(self) -> float:
-        """Share of positive labels (e.g. accuracy when labels are 'was correct'); NaN when empty."""
-        return sum(y for _, y in self._pairs) / len(self._pairs) if self._pairs else math.nan
+
+class RollingShare:
+    """The share of true outcomes (a hit, a correct prediction) over the last `size`: River's rolling mean.
+
+    >>> share = RollingShare(size=2); share.add(True); share.add(False); share.add(False); share.get()
+    0.0
+    """
+
+    def __init__(self, size: int = QUALITY_WINDOW) -> None:
+        self._mean = utils.Rolling(stats.Mean, window_size=size)
+
+    def add(self, outcome: bool) -> None:
+        """Record one outcome."""
+        self._mean.update(float(outcome))
+
+    def __len__(self) -> int:
+        return len(self._mean.window)
+
+    def get(self) -> float:
+        """The share in the window; NaN when empty."""
+        return self._mean.get() if len(self._mean.window) else math.nan
 
 
 class ThreadCounts:
@@ -240,14 +247,14 @@ class EngineMetrics:
                                           "to engine read), ingest_to_decision, event_to_decision.", "stage",
                                           ("event_to_ingest", "ingest_to_decision", "event_to_decision"),
                                           LATENCY_BUCKETS_S, registry)
-        self.churn = Rolling()
-        self.sentiment = Rolling()
-        self.hits = Rolling()
+        self.churn = ChurnQuality()
+        self.sentiment = RollingShare()
+        self.hits = RollingShare()
         quality = Gauge("pulse_model_quality", f"Rolling model quality over the last {QUALITY_WINDOW} labels "
                         "(NaN until labels arrive).", ["model", "measure"], registry=registry)
         for model, measure, source in (
             ("churn", "auc", self.churn.auc), ("churn", "log_loss", self.churn.log_loss),
-            ("sentiment", "accuracy", self.sentiment.mean_label), ("recommender", "hit_rate", self.hits.mean_label),
+            ("sentiment", "accuracy", self.sentiment.get), ("recommender", "hit_rate", self.hits.get),
         ):
             quality.labels(model, measure).set_function(source)
         samples = Gauge("pulse_model_quality_samples", "Labels in each rolling quality window.", ["model"],
@@ -289,7 +296,7 @@ class EngineMetrics:
             with self._lock:
                 previous = self._last_top.get(event["user_id"])
             if previous is not None:
-                self.hits.add(1.0, item_id in previous)
+                self.hits.add(item_id in previous)
 
     def after_decision(self, decision: dict[str, Any]) -> None:
         """Count the decision, its stage latencies, its sentiment correctness and remember its top-k."""
@@ -300,7 +307,7 @@ class EngineMetrics:
         observe("event_to_decision", max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
         message = (decision.get("sentiment") or {}).get("message")
         if message and message.get("label") is not None:
-            self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))
+            self.sentiment.add((message["score"] > 0) == (message["label"] == "positive"))
         user = decision["user_id"]
         with self._lock:
             if decision.get("forgotten") or not decision["personalized"]:  # the hit rate is the recommender's
