@@ -266,7 +266,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
         if entry is not None:
             decision_log.append(entry)
             if entry["context"] is not None:  # the bandit learns once the decision's outcome is complete
-                bandit.learn_one(entry["context"], entry["action"], entry["reward"])
+                bandit.update(entry["action"], entry["context"], entry["reward"])
 
     iterator = iter(stream)
     if progress:
@@ -381,7 +381,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
             if arm == "personalized+bandit":
                 context = _bandit_context(decision, segment, segmenter.n_segments)
                 greedy_action = bandit.greedy_one(context)  # what it has learned, apart from exploring
-                action, propensity = bandit.predict_one(context)
+                action, propensity, _ = bandit.choose_one(context)
                 served["action"] = {"name": action, "propensity": propensity, "reason": "contextual bandit"}
             if on_decision is not None:
                 on_decision(arm, event, served)

@@ -96,14 +96,6 @@ def test_bad_hyperparameters_are_rejected(kwargs):
         ChurnClassifier(**kwargs)
 
 
-@pytest.mark.parametrize("params", list(ChurnClassifier._unit_test_params()))
-def test_follows_river_conventions(params):
-    """River's own estimator checks: cloning, pickling, pure predictions, probabilities of both classes, ..."""
-    from river import checks
-
-    checks.check_estimator(ChurnClassifier(**params))
-
-
 def test_a_checkpoint_of_the_earlier_model_still_loads():
     """Model checkpoints pickled before the model was a River classifier keep predicting the same."""
     import pickle
