@@ -1,8 +1,6 @@
 # Two commands do all set-up on a fresh Debian machine with Python 3.11: `make demo` and `make test`.
-# The venv's interpreter: Debian's python3.11 where there is one, else python3 (PYTHON=... overrides).
-# Debian's is an optimized build with libpython linked in statically; a plain source build such as pyenv's
-# default (no --enable-optimizations, shared libpython) ran the engine's per-event step 20-25% slower on
-# the same machine (README, Performance: "The interpreter").
+# The venv's interpreter: Debian's python3.11 where there is one, else python3 (PYTHON=... overrides):
+# an optimized build (docs/performance.md, "The interpreter").
 PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -14,8 +14,8 @@ that whole topic (every partition, from the beginning, without a consumer group)
   set its retention to cover the experiment);
 - several gateways each compute the same analysis from the same log (bucket hashes are deterministic).
 
-Its cost is the consumer thread: parsing and folding an outcome takes about 4 µs of the gateway's CPU,
-and memory is bounded (operators/uplift.py). The report says how far the consumer is behind the topic
+Its cost is the consumer thread, which parses and folds each outcome once, and memory is bounded
+(operators/uplift.py). The report says how far the consumer is behind the topic
 (`source.lag`); figures are final for the outcomes read so far.
 """
 

@@ -17,8 +17,8 @@ step (at most N + 3 keys), atomic in Redis, so nothing about the user is left wh
 Decisions without consent are published to subscribers, never stored.
 
 A batch is encoded once as raw RESP commands and sent in one write on one connection: redis-py's
-pipeline builds each command through several Python layers, which cost about three times the time
-Redis itself needs for these writes (bench/throughput.py, "redis pipelined writes").
+pipeline builds each command through several Python layers, which cost more than Redis itself
+needs for these writes.
 """
 
 from __future__ import annotations

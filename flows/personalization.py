@@ -1,7 +1,7 @@
 """The personalization dataflow, top to bottom.
 
 Run it with `pulse run` (or `python -m bytewax.run flows.personalization:flow`). Configuration comes from
-the environment (see pulse.config / README).
+the environment (see pulse.config and docs/operations.md).
 
     model_commands_in ─ run_model_command ─ model_acks_out                     (snapshot / rollback, per process)
     catalog_in ─ apply_catalog ─ split_catalog ─(item)─ catalog_redis_out      (every worker reads every item)

@@ -27,8 +27,7 @@ def _default_model():
 
     With standardized values bounded by 3, weights learning at 0.001 and the intercept at 0.01, one step
     moves the prediction by at most `0.001 * 9 * d + 0.01` of its error for `d` features: less than all
-    of it (no overshoot) for up to 110 features. (SGD at 0.01 on unbounded values diverged to predicted
-    rewards of 1e11 within 30,000 events of the simulator.)
+    of it (no overshoot) for up to 110 features; unbounded values and larger steps can diverge.
     """
     return BoundedStandardScaler(bound=3.0) | linear_model.LinearRegression(
         optimizer=optim.SGD(0.001), intercept_lr=0.01, l2=0.0

@@ -191,8 +191,7 @@ class _GcPauseClock:
     """Times each pass of Python's garbage collector (a `gc.callbacks` hook) into a histogram per generation.
 
     A full pass stops the process for as long as it takes to scan every tracked object that is not frozen
-    (pulse.runtime.SurvivorFreezer): 65-100 ms per 1,000 open WebSocket connections in the gateway when
-    none are (bench/fanout.py).
+    (pulse.runtime.SurvivorFreezer), which grows with the open WebSocket connections or user profiles.
     """
 
     def __init__(self) -> None:

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-create-topics", action="store_true", help="do not create missing topics first")
     run.add_argument("--no-recovery", action="store_true",
-                     help="run without Bytewax recovery (default: recovery in PULSE_RECOVERY_DIR, see README)")
+                     help="run without Bytewax recovery (default: recovery in PULSE_RECOVERY_DIR, see docs/operations.md)")
 
     commands.add_parser("gateway", help="run the WebSocket gateway (decisions fan-out from Redis)")
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser(
         "token", help="print a user token for WebSocket subscriptions and browser ingest",
-        description="Signs USER with PULSE_GATEWAY_SECRET (HMAC-SHA256); format in README, section Security.",
+        description="Signs USER with PULSE_GATEWAY_SECRET (HMAC-SHA256); format in docs/security.md.",
     )
     token.add_argument("user", metavar="USER", help="the user id the token grants")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")

@@ -1,7 +1,7 @@
 """12-factor configuration: every setting comes from an environment variable with a documented default.
 
 Each setting is declared once, as a field of `Settings` with its variable, default and meaning;
-README's configuration table is generated from those declarations (`pulse config`), so code and docs
+The configuration table of docs/operations.md is generated from those declarations (`pulse config`), so code and docs
 cannot drift apart. Secrets are left out of `repr`.
 """
 

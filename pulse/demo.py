@@ -39,7 +39,7 @@ ENGINE_START_S = 60.0
 STOP_WAIT_S = 10.0  # at shutdown, longest wait for the simulator thread, and for a child before it is killed
 # The bundled Tansu broker keeps its records in pulse.objectstore, which deletes what the engine has read and
 # caps each partition (the decision log included), so the broker's memory and the cost of its fetches stay
-# bounded however long the demo runs (README: How long the demo keeps up). The catalog is kept whole.
+# bounded however long the demo runs (docs/operations.md: The demo's broker). The catalog is kept whole.
 DEMO_RETENTION_WINDOW_S = 2.0
 DEMO_PARTITION_BYTES = 16 * 1024 * 1024
 # Each record batch costs the broker a few object-store requests: the simulator's events linger 5 ms (its default

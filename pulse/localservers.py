@@ -75,7 +75,7 @@ def kcat_library_dir(directory: Path = KCAT_LIBRARY_DIR) -> Path | None:
 
     Debian 12's kcat links librdkafka 2.0.2, which cannot read the bundled broker's ApiVersions answer:
     before 2.2.0 librdkafka skipped the value of a tagged field one byte short (librdkafka PR #4278), and
-    Tansu's ApiVersions v3 answer carries four tagged fields with values (README, kcat). Run Debian's kcat
+    Tansu's ApiVersions v3 answer carries four tagged fields with values (docs/operations.md, kcat). Run Debian's kcat
     with ``LD_LIBRARY_PATH=DIR`` to give it the wheel's newer librdkafka.
     """
     try:

