@@ -74,6 +74,10 @@ class ChurnQuality:
     def __len__(self) -> int:
         return len(self._pairs)
 
+    def records(self) -> list[tuple[float, bool]]:
+        """The window's (probability, churned) pairs, oldest first, in the order `add` takes them."""
+        return [(probability, churned) for churned, probability in self._pairs]
+
     def auc(self) -> float:
         """Exact ROC AUC of the window (ties count one half); NaN until both classes are in it."""
         pairs = list(self._pairs)
