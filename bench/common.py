@@ -132,6 +132,8 @@ def run_env(bootstrap: str, redis_url: str, workdir: Path, **overrides: str) -> 
     from pulse.localservers import isolated_env
 
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    # No holdout: every user gets the personalized decision (a holdout's is cheaper), as before experiments existed.
+    overrides = {"PULSE_HOLDOUT_SHARE": "0", **overrides}
     return isolated_env(bootstrap, redis_url, run_dir / "recovery", "bench", PULSE_MODEL_DIR=str(run_dir / "models"),
                         PULSE_LOG_LEVEL="WARNING", **overrides)
 

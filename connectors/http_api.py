@@ -10,14 +10,18 @@ from `pulse token`, see connectors/auth.py):
 - ``POST /v1/events`` (operator, or a user token for events of that user only): one JSON event or a JSON
   array of at most ``MAX_BATCH``. Each is validated and produced to its topic (key user_id). Answers 200
   with ``{"accepted": N, "rejected": M, "results": [{"index", "status": "accepted", "event_id", "topic"} |
-  {"index", "status": "rejected"|"failed", "error"}]}``; 400 when the body is not JSON.
+  {"index", "status": "rejected"|"failed", "error"}]}``; 400 when the body is not UTF-8 JSON; 413 above
+  ``MAX_BODY_BYTES``. Every /v1 error is a JSON object ``{"error": "..."}``.
 - ``GET /v1/decisions/{user_id}`` (operator, or that user's token): the latest decision with its
-  explanation; 404 when none is stored.
-- ``GET /v1/explanations/{decision_id}`` (operator): that decision with its explanation (kept for
-  PULSE_DECISION_TTL_S); 404 when unknown or expired.
+  explanation; 404 when none is stored; 401 without a valid credential, 403 with another user's token.
+- ``GET /v1/explanations/{decision_id}`` (operator): that decision with its explanation (one of its user's
+  last PULSE_EXPLANATIONS_PER_USER, kept for PULSE_DECISION_TTL_S; connectors/redis_sink.py); 404 when
+  unknown, expired, erased or made without consent.
 - ``GET /v1/feed?limit=N`` (operator): the newest decisions seen on pub/sub, newest first.
 - ``GET /v1/stats`` (operator): the gateway's counters plus a summary of every engine's metrics
   (PULSE_ENGINE_METRICS), which the dashboard polls.
+- ``GET /v1/experiments`` (operator): live uplift per experiment arm from the outcome log, with intervals,
+  lifts over the control and the sample-ratio check (connectors/experiments_api.py, docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from connectors.auth import TokenError, operator_allowed, read_token
+from connectors.experiments_api import ExperimentsApi
+from connectors.gateway_metrics import GatewayMetrics
 from connectors.producer import PulseProducer, check_event
-from operators.contracts import InvalidEvent
-from operators.metrics import GatewayMetrics
+from operators.contracts import InvalidEvent, utf8_error
 from operators.privacy import pseudonymize
 from pulse.config import Settings
 
@@ -88,6 +93,7 @@ class HttpApi:
         self._producer: PulseProducer | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.experiments = ExperimentsApi(settings, metrics.registry)
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -100,13 +106,15 @@ class HttpApi:
             web.get("/client-config.json", self._client_config), web.get("/metrics", self._metrics_text),
             web.post("/v1/events", self._ingest), web.get("/v1/decisions/{user_id}", self._decision),
             web.get("/v1/explanations/{decision_id}", self._explanation), web.get("/v1/feed", self._feed_json),
-            web.get("/v1/stats", self._stats_json), web.get("/{name}", self._static),
+            web.get("/v1/stats", self._stats_json), web.get("/v1/experiments", self._experiments_json),
+            web.get("/{name}", self._static),
         ])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.gateway_host, self._settings.http_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self.experiments.start()
         log.info("HTTP API and dashboard on http://%s:%d/", self._settings.gateway_host, self.port)
 
     async def stop(self) -> None:
@@ -116,6 +124,7 @@ class HttpApi:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        await asyncio.to_thread(self.experiments.stop)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close)
@@ -148,6 +157,8 @@ class HttpApi:
             response = await handler(request)
         except web.HTTPException as exc:
             self._metrics.http.labels(route, str(exc.status)).inc()
+            if exc.status >= 400 and request.path.startswith("/v1/"):  # the API answers errors in JSON
+                return _json({"error": _http_error(exc)}, exc.status)
             raise
         self._metrics.http.labels(route, str(response.status)).inc()
         return response
@@ -184,10 +195,11 @@ class HttpApi:
         user = None if operator else self._token_user(request)
         if not operator and user is None:
             return _json({"error": "credential required: an operator token, or a user token (pulse token USER)"}, 401)
+        raw = await request.read()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return _json({"error": f"body is not JSON: {exc}"}, 400)
+            return _json({"error": f"body is not JSON: {utf8_error(raw) or exc}"}, 400)
         events = body if isinstance(body, list) else [body]
         if len(events) > MAX_BATCH:
             return _json({"error": f"at most {MAX_BATCH} events per request"}, 413)
@@ -235,8 +247,12 @@ class HttpApi:
 
     async def _decision(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        if not self._is_operator(request) and self._token_user(request) != user_id:
-            return _json({"error": "operator token or this user's token required"}, 401)
+        if not self._is_operator(request):
+            token_user = self._token_user(request)
+            if token_user is None:
+                return _json({"error": "operator token or this user's token required"}, 401)
+            if token_user != user_id:
+                return _json({"error": "this user token is for another user"}, 403)
         key = self._settings.pseudonymize_key
         stored_id = pseudonymize(user_id, key) if key else user_id
         return await self._redis_json(self._settings.decision_key(stored_id), f"no decision for user {user_id!r}")
@@ -245,7 +261,13 @@ class HttpApi:
         if not self._is_operator(request):
             return self._denied()
         decision_id = request.match_info["decision_id"]
-        return await self._redis_json(self._settings.explanation_key(decision_id), f"no decision {decision_id!r}")
+        settings = self._settings
+        try:
+            user = await self._redis.get(settings.explanation_key(decision_id))
+            value = None if user is None else await self._redis.hget(settings.explanations_key(user.decode()), decision_id)
+        except RedisError as exc:
+            return _json({"error": f"Redis unavailable: {exc}"}, 503)
+        return _json({"error": f"no decision {decision_id!r}"}, 404) if value is None else _raw_json(value)
 
     async def _redis_json(self, key: str, missing: str) -> web.Response:
         try:
@@ -274,6 +296,11 @@ class HttpApi:
         return _json({"ts": time.time(), "gateway": self._stats(), "engine": summary, "engine_errors": errors,
                       "ingest": _samples(generate_latest(self._metrics.registry).decode(), "pulse_ingest_events")})
 
+    async def _experiments_json(self, request: web.Request) -> web.Response:
+        if not self._is_operator(request):
+            return self._denied()
+        return _json(self.experiments.report())
+
     async def _scrape(self, url: str) -> tuple[bool, str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ENGINE_SCRAPE_TIMEOUT_S))
@@ -282,6 +309,14 @@ class HttpApi:
                 return response.status == 200, await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             return False, str(exc) or type(exc).__name__
+
+
+def _http_error(exc: web.HTTPException) -> str:
+    """One line saying what aiohttp refused (its own text, or the status's reason)."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"body larger than {MAX_BODY_BYTES} bytes"
+    text = (exc.text or "").strip()
+    return text if text and not text.startswith(str(exc.status)) else exc.reason
 
 
 def _resolver(loop: asyncio.AbstractEventLoop, done: asyncio.Future[str | None]) -> Callable[[KafkaError | None, Message], None]:

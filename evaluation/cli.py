@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=800, help="scenario: initial users (default 800)")
     parser.add_argument("--limit", type=int, default=None,
                         help="dataset: replay only the first N records (a quick slice; default: all)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="dataset: bootstrap resamples of the confidence intervals (default 1000)")
     parser.add_argument("--out", default=None, help="report directory (default reports/<scenario or dataset>/)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for name in sorted(DATASETS):

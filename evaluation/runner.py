@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from river.utils.math import sigmoid
 
 from evaluation import metrics as M
 from online_models import ChurnClassifier, HybridRecommender, SentimentClassifier
@@ -200,10 +201,6 @@ def _bandit_context(decision: dict[str, Any], segment: int, n_segments: int) -> 
     return context
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
     """Absolute errors of a personalized decision's explanations (all ~0 when they are exact)."""
     errors: dict[str, float] = {}
@@ -212,13 +209,13 @@ def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
         e = churn["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["churn_sum"] = abs(total - e["score"])
-        errors["churn_probability"] = abs(_sigmoid(e["score"]) - churn["probability"])
+        errors["churn_probability"] = abs(sigmoid(e["score"]) - churn["probability"])
     message = (decision.get("sentiment") or {}).get("message")
     if message:
         e = message["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["sentiment_sum"] = abs(total - e["score"])
-        errors["sentiment_score"] = abs(2.0 * _sigmoid(e["score"]) - 1.0 - message["score"])
+        errors["sentiment_score"] = abs(2.0 * sigmoid(e["score"]) - 1.0 - message["score"])
     recs = decision.get("recommendations") or []
     if recs:
         errors["recommendation_sum"] = max(abs(math.fsum(r["components"].values()) - r["score"]) for r in recs)
@@ -257,7 +254,8 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
     churn_selector = ModelSelector(list(churn_candidates), bigger_is_better=False, window=300, min_samples=150,
                                    margin=0.02)
     churn_selected: list[tuple[int, bool, float]] = []
-    sent_candidates = {"tfidf-lr1.0": SentimentClassifier(1.0), "tfidf-lr0.3": SentimentClassifier(0.3)}
+    sent_candidates = {"vader-nb-lr0.3": SentimentClassifier(learning_rate=0.3),
+                       "vader-nb-lr1.0": SentimentClassifier(learning_rate=1.0)}
     sent_selector = ModelSelector(list(sent_candidates), bigger_is_better=True, window=200, min_samples=100,
                                   margin=0.01)
     reco_selector = ModelSelector(["online", "online+adwin"], bigger_is_better=True, window=2000,
@@ -269,7 +267,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
         if entry is not None:
             decision_log.append(entry)
             if entry["context"] is not None:  # the bandit learns once the decision's outcome is complete
-                bandit.learn_one(entry["context"], entry["action"], entry["reward"])
+                bandit.update(entry["action"], entry["context"], entry["reward"])
 
     iterator = iter(stream)
     if progress:
@@ -303,7 +301,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 reco_error = 1.0 - hit
             if etype == "churn_outcome":
                 x = profile.churn_features()
-                p = variant.model("churn").predict_proba_one(x)
+                p = variant.model("churn").predict_proba_one(x)[True]
                 rec.churn.append((step, bool(event["churned"]), p))
                 q = min(max(p, 1e-6), 1 - 1e-6)  # ADWIN watches the log loss, scaled to [0, 1]
                 churn_error = min(-math.log(q if event["churned"] else 1.0 - q) / 4.0, 1.0)
@@ -311,10 +309,10 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                     confidence_records.append((decision_confidence(p, 0.5, profile.n_events), bool(event["churned"]), p))
                     scores = {}
                     for cname, cmodel in churn_candidates.items():
-                        cp = min(max(cmodel.predict_proba_one(x), 1e-15), 1 - 1e-15)
+                        cp = min(max(cmodel.predict_proba_one(x)[True], 1e-15), 1 - 1e-15)
                         scores[cname] = -math.log(cp if event["churned"] else 1.0 - cp)
                     churn_selected.append((step, bool(event["churned"]),
-                                           churn_candidates[churn_selector.champion].predict_proba_one(x)))
+                                           churn_candidates[churn_selector.champion].predict_proba_one(x)[True]))
                     churn_selector.observe(step, scores)
                     for cmodel in churn_candidates.values():
                         cmodel.learn_one(x, event["churned"])
@@ -332,14 +330,13 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 variant.learn(step, "churn", (profile.churn_features(), event["churned"]), churn_error)
             if etype == "chat_message":
                 text, label = event["text"], event.get("label")
-                score = variant.model("sentiment").predict_one(text)
+                score = 2.0 * variant.model("sentiment").predict_proba_one(text)["positive"] - 1.0
                 if label is not None:
                     predicted = "positive" if score >= 0 else "negative"
                     rec.sentiment.append((step, label, predicted))
                     sent_error = float(predicted != label)
                     if name == "online":
-                        outcomes = {c: float(("positive" if m.predict_one(text) >= 0 else "negative") == label)
-                                    for c, m in sent_candidates.items()}
+                        outcomes = {c: float(m.predict_one(text) == label) for c, m in sent_candidates.items()}
                         sent_selector.observe(step, outcomes)
                         for m in sent_candidates.values():
                             m.learn_one(text, label)
@@ -387,7 +384,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
             if arm == "personalized+bandit":
                 context = _bandit_context(decision, segment, segmenter.n_segments)
                 greedy_action = bandit.greedy_one(context)  # what it has learned, apart from exploring
-                action, propensity = bandit.predict_one(context)
+                action, propensity, _ = bandit.choose_one(context)
                 served["action"] = {"name": action, "propensity": propensity, "reason": "contextual bandit"}
             if on_decision is not None:
                 on_decision(arm, event, served)

@@ -77,9 +77,9 @@ class DriftAdaptive(Generic[M]):
     >>> adaptive = DriftAdaptive(ChurnClassifier, lambda m, ex: m.learn_one(*ex), min_replay=50)
     >>> for i in range(3000):
     ...     x, y = {"f": float(i % 2)}, bool(i % 2) if i < 1500 else not bool(i % 2)
-    ...     p = adaptive.model.predict_proba_one(x)
+    ...     p = adaptive.model.predict_proba_one(x)[True]
     ...     _ = adaptive.learn_one((x, y), error=abs(float(y) - p))
-    >>> adaptive.detector.n_drifts >= 1 and adaptive.model.predict_proba_one({"f": 1.0}) < 0.5
+    >>> adaptive.detector.n_drifts >= 1 and adaptive.model.predict_proba_one({"f": 1.0})[True] < 0.5
     True
     """
 
@@ -90,12 +90,14 @@ class DriftAdaptive(Generic[M]):
         delta: float = 0.002,
         buffer_size: int = 20_000,
         min_replay: int = 200,
+        retrain: bool = True,
     ) -> None:
         self.factory = factory
         self._learn = learn
         self.detector = DriftDetector(delta=delta)
         self.model: M = factory()
         self.min_replay = min_replay
+        self.retrain = retrain  # False: drifts are only counted (an alarm), the model is kept
         self._buffer: deque[tuple[Any, ...]] = deque(maxlen=buffer_size)
         self._examples_seen = 0
         self._marks: deque[int] = deque(maxlen=buffer_size)  # examples seen at each error observation
@@ -106,6 +108,8 @@ class DriftAdaptive(Generic[M]):
         self._marks.append(self._examples_seen)
         if not self.detector.update(error):
             return False
+        if not self.retrain:
+            return True
         width = min(self.detector.width, len(self._marks))
         since = self._examples_seen - self._marks[-width] if width else 0
         replay = min(len(self._buffer), max(since, self.min_replay))

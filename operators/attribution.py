@@ -11,11 +11,24 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 OUTCOME_REWARD: dict[str, float] = {"click": 0.3, "add_to_cart": 0.6, "purchase": 1.0}
 DEFAULT_REWARD = 0.0
 MAX_PENDING = 32  # per user; the oldest is settled early beyond this
+
+
+class OutcomeLabels(NamedTuple):
+    """What a settled decision's outcome record says about it besides the reward (one shared tuple per combination).
+
+    `personalized` is False for a holdout's decisions: the policy did not choose them, so it does not learn
+    from their rewards.
+    """
+
+    experiment: str
+    arm: str
+    personalized: bool
+    event_type: str
 
 
 class PendingDecision:
@@ -25,16 +38,19 @@ class PendingDecision:
     packed: its names as one tuple shared by every decision with the same names, its values as bytes
     (one object instead of a dict and a float per feature: about a third of the memory per user).
 
+    `labels` (experiment, arm, ...) is one tuple shared by every decision with the same labels, and `revenue`
+    sums the prices of the purchases joined.
+
     >>> PendingDecision("d-1", 0, "recommend", 1.0, ("i1",), {"churn": 0.25}).context
     {'churn': 0.25}
     """
 
     __slots__ = ("decision_id", "decided_ms", "action", "propensity", "items", "_context_names", "_context_values",
-                 "reward", "outcomes", "joined_by")
+                 "reward", "outcomes", "joined_by", "labels", "revenue")
 
     def __init__(self, decision_id: str, decided_ms: int, action: str, propensity: float, items: tuple[str, ...],
                  context: Mapping[str, float], reward: float = DEFAULT_REWARD, outcomes: tuple[str, ...] = (),
-                 joined_by: str = "none") -> None:
+                 joined_by: str = "none", labels: OutcomeLabels | None = None, revenue: float = 0) -> None:
         self.decision_id = decision_id
         self.decided_ms = decided_ms
         self.action = action
@@ -46,6 +62,8 @@ class PendingDecision:
         self.reward = reward
         self.outcomes = outcomes  # ids of the outcome events joined (a tuple: most decisions get none)
         self.joined_by = joined_by
+        self.labels = None if labels is None else _SHARED_LABELS.setdefault(labels, labels)
+        self.revenue = revenue
 
     @property
     def context(self) -> dict[str, float]:
@@ -59,27 +77,34 @@ class PendingDecision:
 
     def _state(self) -> tuple[Any, ...]:
         return (self.decision_id, self.decided_ms, self.action, self.propensity, self.items, self._context_names,
-                self._context_values, self.reward, self.outcomes, self.joined_by)
+                self._context_values, self.reward, self.outcomes, self.joined_by, self.labels, self.revenue)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PendingDecision) and self._state() == other._state()
 
     def __repr__(self) -> str:
         return (f"PendingDecision({self.decision_id!r}, {self.decided_ms}, {self.action!r}, {self.propensity}, "
-                f"{self.items!r}, {self.context!r}, {self.reward}, {self.outcomes!r}, {self.joined_by!r})")
+                f"{self.items!r}, {self.context!r}, {self.reward}, {self.outcomes!r}, {self.joined_by!r}, "
+                f"{self.labels!r}, {self.revenue})")
 
 
 _SHARED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct set of context names
+_SHARED_LABELS: dict[OutcomeLabels, OutcomeLabels] = {}  # one tuple per distinct experiment, arm and event type
 
 
 def _restore_pending(decision_id: str, decided_ms: int, action: str, propensity: float, items: tuple[str, ...],
                      names: tuple[str, ...], values: bytes, reward: float, outcomes: tuple[str, ...],
-                     joined_by: str) -> PendingDecision:
-    """Unpickle a `PendingDecision` (see `PendingDecision.__reduce__`): no repacking, names shared again."""
+                     joined_by: str, labels: OutcomeLabels | None = None, revenue: float = 0) -> PendingDecision:
+    """Unpickle a `PendingDecision` (see `PendingDecision.__reduce__`): no repacking, names and labels shared again.
+
+    Snapshots from before experiments (10 fields) restore without labels.
+    """
     pending = PendingDecision.__new__(PendingDecision)
     pending.decision_id, pending.decided_ms, pending.action, pending.propensity = decision_id, decided_ms, action, propensity
     pending.items, pending._context_names, pending._context_values = items, _SHARED_NAMES.setdefault(names, names), values
     pending.reward, pending.outcomes, pending.joined_by = reward, outcomes, joined_by
+    pending.labels = None if labels is None else _SHARED_LABELS.setdefault(labels, labels)
+    pending.revenue = revenue
     return pending
 
 
@@ -94,11 +119,14 @@ class Attribution:
 
     def to_dict(self) -> dict[str, Any]:
         """The join result as logged to the outcomes topic."""
-        d = self.decision
+        d, labels = self.decision, self.decision.labels
         return {
             "schema": "pulse.outcome/1", "decision_id": d.decision_id, "user_id": self.user_id,
             "action": d.action, "propensity": d.propensity, "reward": d.reward, "outcome_event_ids": list(d.outcomes),
             "joined_by": d.joined_by, "decided_ts": d.decided_ms, "settled_ts": self.settled_ms, "reason": self.reason,
+            "revenue": float(d.revenue),
+            "event_type": None if labels is None else labels.event_type,
+            "experiment": None if labels is None else {"name": labels.experiment, "arm": labels.arm},
         }
 
 
@@ -147,6 +175,8 @@ class PendingDecisions:
         if target is None:
             return None
         target.reward = max(target.reward, reward)
+        if event["type"] == "purchase":
+            target.revenue += event.get("price") or 0
         target.outcomes = (*target.outcomes, event["event_id"])
         target.joined_by = how if target.joined_by in ("none", how) else "decision_id+window"
         return target.decision_id

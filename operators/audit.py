@@ -30,7 +30,10 @@ def decision_audit(decision: dict[str, Any]) -> dict[str, Any]:
     if decision.get("forgotten"):
         return {"schema": AUDIT_SCHEMA, "basis": "erasure request", "personal_data": False, "models": {}, "data_categories": []}
     if not decision.get("personalized"):
-        return {"schema": AUDIT_SCHEMA, "basis": "no consent to personalization", "personal_data": False,
+        experiment = decision.get("experiment")  # set on a non-personalized decision only for a holdout's users
+        basis = (f"holdout arm {experiment['arm']!r} of experiment {experiment['name']!r}" if experiment
+                 else "no consent to personalization")
+        return {"schema": AUDIT_SCHEMA, "basis": basis, "personal_data": False,
                 "models": {name: versions[name] for name in ("recommender",) if name in versions},
                 "data_categories": list(POPULARITY_ONLY)}
     used = {name: version for name, version in versions.items() if name in MODEL_DATA_CATEGORIES}

@@ -8,23 +8,48 @@ The models are shared by every user handled in this process; the caller owns the
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import stats
+from river.utils.math import sigmoid
 
-from online_models import Action, ChurnClassifier, HybridRecommender, RuleBasedPolicy, SentimentClassifier
+from online_models import (
+    Action,
+    ChurnClassifier,
+    HybridRecommender,
+    RuleBasedPolicy,
+    SentimentClassifier,
+)
 from online_models.actions import OFFER_ACTIONS
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
 from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
-from operators.attribution import OUTCOME_REWARD, Attribution, PendingDecision
-from operators.features import INTERACTION_STRENGTH, UserFeatures
+from operators.attribution import (
+    OUTCOME_REWARD,
+    Attribution,
+    OutcomeLabels,
+    PendingDecision,
+)
+from operators.cold_start import gate_offer
+from operators.experiments import (
+    DEFAULT_SALT,
+    Arm,
+    Experiment,
+    ExperimentsFile,
+    default_experiment,
+)
+from operators.features import (
+    CHURN_FEATURES,
+    CONTROL_EVENTS,
+    INTERACTION_STRENGTH,
+    UserFeatures,
+)
+from operators.long_term import ChurnLabels
 from operators.rules import CANDIDATE_FACTOR, RulesFile
 
 DECISION_SCHEMA = "pulse.decision/1"
@@ -49,6 +74,13 @@ class EngineConfig:
     nba_epsilon: float = 0.05
     nba_warmup: int = 1000
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    experiments_file: str | None = None  # None: a holdout of `holdout_share` (operators.experiments)
+    holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
+    experiment_salt: str = DEFAULT_SALT
+    churn_horizon_ms: int = 0  # "not churned" labels earlier than this after their decision wait for it (long_term)
+    offer_min_confidence: float = 0.2  # offers need at least this decision confidence (cold_start)
+    winback_min_idle_ms: int = 7 * 86_400_000  # quiet time before the first win-back check; 0: no win-back
+    winback_channel: str = "email"
 
 
 def decision_id_for(event_id: str) -> str:
@@ -64,7 +96,10 @@ class PersonalizationEngine:
         self.recommender = HybridRecommender(seed=config.seed, **config.recommender.parameters())
         # Churn and sentiment are watched by ADWIN on their progressive-validation error; on an upward
         # drift each is replaced by a fresh model retrained on the examples since the change.
-        self.churn_adaptive = DriftAdaptive(ChurnClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
+        # Labels learned at their horizon come in cohorts of decisions whose mix shifts with the customers, which
+        # ADWIN reads as drift: then a drift is only counted (CDNOW, H = 90: 36 to 50 retrains cost 0.06 AUC).
+        self.churn_adaptive = DriftAdaptive(ChurnClassifier, _learn_example, buffer_size=DRIFT_REPLAY,
+                                            retrain=not config.churn_horizon_ms)
         self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
         self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)
         self.policy = ExploringPolicy(
@@ -73,10 +108,13 @@ class PersonalizationEngine:
         )
         self.segmenter = BehaviourSegmenter()
         self.rules = RulesFile(config.rules_file)
+        self.experiments = ExperimentsFile(config.experiments_file,
+                                           default_experiment(config.holdout_share, config.experiment_salt))
         self.catalog: dict[str, dict[str, Any]] = {}  # item_id -> latest catalog event fields
         self.action_rewards: dict[str, stats.Mean] = {}  # realized reward per action, from attribution
         self.lock = threading.Lock()  # the dataflow's worker threads of one process share this engine
         self.snapshot_hash = "none"  # content hash of the snapshot the models descend from
+        self.churn_labels = ChurnLabels(config.churn_horizon_ms, self._learn_churn, CHURN_FEATURES)
 
     @property
     def churn(self) -> ChurnClassifier:
@@ -144,10 +182,18 @@ class PersonalizationEngine:
             profile.personalization = event["personalization"]
         if not profile.personalization:
             return profile, self._non_personalized(event, ingest_ms)
+        experiment = self.experiments.current()
+        arm = experiment.assign(event["user_id"])
         settled = self._attribute(profile, event)
+        self.churn_labels.release(profile.memory, event["ts"])
         message_sentiment = self._learn(profile, event)
-        decision, context = self._decide(profile, event, ingest_ms, message_sentiment)
-        evicted = profile.pending.add(self._pending(decision, context), event["user_id"])
+        if arm.personalized:
+            decision, context = self._decide(profile, event, ingest_ms, message_sentiment, arm)
+        else:
+            decision, context = self._holdout(event, ingest_ms, experiment, arm), {}
+        decision["experiment"] = experiment.label(arm)
+        labels = OutcomeLabels(experiment.name, arm.name, arm.personalized, event_type)
+        evicted = profile.pending.add(self._pending(decision, context, labels), event["user_id"])
         for attribution in evicted:
             self._learn_reward(attribution)
         decision["attributions"] = [attribution.to_dict() for attribution in settled + evicted]
@@ -176,14 +222,16 @@ class PersonalizationEngine:
 
     def _learn_reward(self, attribution: Attribution) -> None:
         decision = attribution.decision
+        if decision.labels is not None and not decision.labels.personalized:
+            return  # a holdout's decision: the policy did not choose it
         self.action_rewards.setdefault(decision.action, stats.Mean()).update(decision.reward)
         self.policy.learn_one(decision.context, decision.action, decision.reward)
 
     @staticmethod
-    def _pending(decision: dict[str, Any], context: dict[str, float]) -> PendingDecision:
+    def _pending(decision: dict[str, Any], context: dict[str, float], labels: OutcomeLabels) -> PendingDecision:
         return PendingDecision(
             decision["decision_id"], decision["event_ts"], decision["action"]["name"], decision["action"]["propensity"],
-            tuple(rec["item_id"] for rec in decision["recommendations"]), context,
+            tuple(rec["item_id"] for rec in decision["recommendations"]), context, labels=labels,
         )
 
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -195,16 +243,16 @@ class PersonalizationEngine:
         if item_id is not None and event_type in INTERACTION_STRENGTH:
             self.recommender.learn_one(event["user_id"], item_id, event.get("category"), INTERACTION_STRENGTH[event_type],
                                        event["ts"], context, affinity)
-        if event_type == "churn_outcome":
-            x, churned = profile.churn_features(), event["churned"]
-            error = abs(float(churned) - self.churn.predict_proba_one(x))
-            self.churn_adaptive.learn_one((x, churned), error=error)
+        if event_type == "churn_outcome" and profile.n_events:
+            # Learned on the features served at the user's latest behavioural event: labels change no feature.
+            self.churn_labels.on_label(profile.memory, profile.churn_features(), event["churned"], profile.last_ts,
+                                       event["ts"])
         if event_type != "chat_message":
             return None
         text = event["text"]
         # Progressive validation: score the message before its label (if any) teaches the model.
-        score = self.sentiment.predict_one(text)
         explanation = self.sentiment.explain_one(text)
+        score = 2.0 * sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
         label = event.get("label")
         if label is not None:
             error = abs(float(label == "positive") - (score + 1.0) / 2.0)
@@ -212,24 +260,33 @@ class PersonalizationEngine:
         profile.observe_sentiment(score)
         return {"score": score, "label": label, "explanation": explanation.to_dict()}
 
+    def _learn_churn(self, x: dict[str, float], churned: bool) -> None:
+        error = abs(float(churned) - self.churn.predict_proba_one(x)[True])
+        self.churn_adaptive.learn_one((x, churned), error=error)
+
     def _decide(
-        self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None
+        self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None,
+        arm: Arm,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """The decision, and the context the next-best-action policy chose in (its rewards are learned in it)."""
         user_id = event["user_id"]
         features = profile.churn_features()
         churn_explanation = self.churn.explain_one(features)
-        churn_probability = _sigmoid(churn_explanation.score)  # equals predict_proba_one (tested), one pass
+        churn_probability = float(sigmoid(churn_explanation.score))  # = predict_proba_one (tested), one pass
         recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
         context = {**features, "churn_probability": churn_probability}
         sentiment, escalation_rule = self._escalation_signal(profile)
         action = self.policy.decide(context, churn_probability, sentiment)
         if action.name == "escalate_to_agent":
             profile.history.escalated_at_chat = profile.n_chats
-        action, offer_rule = self._limit_offers(action, profile, event["ts"])
-        segment = self._segment(profile, event["type"], features)
         threshold = min(max(self.config.churn_threshold, 1e-6), 1 - 1e-6)
-        applied_rules += escalation_rule + offer_rule
+        confidence = decision_confidence(churn_probability, threshold, profile.n_events)
+        action, cold_start_rule = gate_offer(action, confidence, self.config.offer_min_confidence)
+        action, offer_rule = self._limit_offers(action, profile, event["ts"], arm)
+        segment = self._segment(profile, event["type"], features)
+        if event["type"] not in CONTROL_EVENTS:
+            profile.memory.served_probability = churn_probability
+        applied_rules += escalation_rule + cold_start_rule + offer_rule
         decided_ms = _now_ms()
         decision = {
             **self._header(event, ingest_ms, decided_ms),
@@ -238,7 +295,7 @@ class PersonalizationEngine:
             "churn": {"probability": churn_probability, "explanation": churn_explanation.to_dict()},
             "sentiment": {"recent": profile.recent_sentiment, "message": message_sentiment},
             "action": {**action.to_dict(), "observed_reward": self._observed_reward(action.name)},
-            "confidence": decision_confidence(churn_probability, threshold, profile.n_events),
+            "confidence": confidence,
             "segment": segment,
             "rules": applied_rules,
             "model_versions": self.model_versions(),
@@ -299,10 +356,14 @@ class PersonalizationEngine:
         return None, [{"rule": "escalation_once",
                        "effect": f"sentiment {sentiment:.2f}: already handed over to an agent, no chat message since"}]
 
-    def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int) -> tuple[Action, list[dict[str, Any]]]:
-        """Enforce the offer frequency limit; remember when an offer is made."""
+    def _limit_offers(self, action: Action, profile: UserFeatures, now_ms: int,
+                      arm: Arm) -> tuple[Action, list[dict[str, Any]]]:
+        """Enforce the experiment arm's offers setting and the offer frequency limit; remember when an offer is made."""
         if action.name not in OFFER_ACTIONS:
             return action, []
+        if not arm.offers:
+            why = f"{action.name} withheld: experiment arm {arm.name!r} makes no offers"
+            return Action("recommend", 1.0, why), [{"rule": "experiment", "effect": why}]
         allowed, why = self.rules.current().offer_allowed(profile.history, now_ms)
         if not allowed:
             return Action("recommend", 1.0, why), [{"rule": "offer_limit", "effect": why}]
@@ -313,8 +374,16 @@ class PersonalizationEngine:
         mean = self.action_rewards.get(action)
         return None if mean is None or mean.n == 0 else mean.get()
 
-    def _non_personalized(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
-        """Decision for a user without consent: popularity only, no profile, no offers."""
+    def _holdout(self, event: dict[str, Any], ingest_ms: int, experiment: Experiment, arm: Arm) -> dict[str, Any]:
+        """Decision for a user in a holdout arm: the non-personalized one (the profile still learns)."""
+        decision = self._non_personalized(
+            event, ingest_ms, f"holdout: arm {arm.name!r} of experiment {experiment.name!r} is not personalized")
+        decision["model_versions"]["experiment"] = experiment.version
+        return decision
+
+    def _non_personalized(self, event: dict[str, Any], ingest_ms: int,
+                          reason: str = "personalization off: no consent") -> dict[str, Any]:
+        """Decision for a user without consent (or in a holdout): popularity only, no profile, no offers."""
         recommendations = self.recommender.rank_popular(self.config.top_k, now_ms=event["ts"])
         return {
             **self._header(event, ingest_ms, _now_ms()),
@@ -322,9 +391,10 @@ class PersonalizationEngine:
             "recommendations": [rec.to_dict() for rec in recommendations],
             "churn": None,
             "sentiment": None,
-            "action": {"name": "recommend", "propensity": 1.0, "reason": "personalization off: no consent"},
+            "action": {"name": "recommend", "propensity": 1.0, "reason": reason},
             "model_versions": {"recommender": self.recommender.version, "policy": NON_PERSONALIZED_POLICY},
             "features": {},
+            "experiment": None,  # without consent a user is in no experiment (a holdout's is set by handle)
         }
 
     def _forgotten(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
@@ -336,6 +406,7 @@ class PersonalizationEngine:
             "action": {"name": "forget", "propensity": 1.0, "reason": "forget_user: profile and stored decision erased"},
             "model_versions": {},
             "features": {},
+            "experiment": None,
         }
 
     def model_versions(self) -> dict[str, str]:
@@ -347,6 +418,7 @@ class PersonalizationEngine:
             "policy": self.policy.version,
             "segments": f"kmeans-{self.segmenter.n_segments}",
             "rules": self.rules.current().version,
+            "experiment": self.experiments.loaded.version,
             "snapshot": self.snapshot_hash,
         }
 
@@ -364,10 +436,6 @@ class PersonalizationEngine:
             "decided_ts": decided_ms,
             "latency_ms": {"event_to_ingest": ingest_ms - event_ts, "ingest_to_decision": decided_ms - ingest_ms},
         }
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

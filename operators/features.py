@@ -13,12 +13,14 @@ from typing import Any
 from operators.attribution import PendingDecisions
 from operators.history import InteractionHistory
 from operators.item_memory import INTERACTION_STRENGTH, ITEM_EVENTS, ItemMemory
+from operators.long_term import VISIT_FEATURES, ChurnMemory
 
 __all__ = ["CHURN_FEATURES", "INTERACTION_STRENGTH", "ITEM_EVENTS", "UserFeatures"]
 AFFINITY_DECAY = 0.97  # applied to every category at each item interaction
 MAX_CATEGORIES = 16  # affinities kept per user; the weakest is dropped beyond this
 EWMA_ALPHA = 0.3  # weight of the newest observation in dwell and sentiment averages
 MS_PER_HOUR = 3_600_000.0
+CONTROL_EVENTS = frozenset({"consent", "forget_user", "churn_outcome"})  # not behaviour: they change no feature
 
 # Names of the features the churn model sees, in a stable order.
 CHURN_FEATURES = (
@@ -31,6 +33,7 @@ CHURN_FEATURES = (
     "monetary_log",
     "sentiment",
     "chats_per_session",
+    *VISIT_FEATURES,
 )
 
 
@@ -46,7 +49,7 @@ class UserFeatures:
     __slots__ = (
         "first_ts", "last_ts", "previous_ts", "n_events", "n_sessions", "n_page_views", "n_clicks", "n_carts",
         "n_purchases", "n_searches", "n_chats", "monetary", "dwell_ewma", "sentiment_ewma", "category_affinity",
-        "personalization", "history", "pending", "user_id", "segment", "items",
+        "personalization", "history", "pending", "user_id", "segment", "memory", "items",
     )
 
     def __init__(self, first_ts: int, user_id: str = "") -> None:
@@ -70,6 +73,7 @@ class UserFeatures:
         self.personalization = True
         self.history = InteractionHistory()
         self.pending = PendingDecisions()
+        self.memory = ChurnMemory()  # visits, served churn probability, held labels (operators.long_term)
         self.items = ItemMemory()  # every item consumed (exclusions) and the recent ones (recommender context)
 
     def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
@@ -77,9 +81,12 @@ class UserFeatures:
         return _restore_features, (tuple([getattr(self, name) for name in UserFeatures.__slots__]),)
 
     def update(self, event: dict[str, Any]) -> None:
-        """Fold one behavioural event into the profile."""
+        """Fold one behavioural event into the profile (control events change nothing)."""
         event_type = event["type"]
+        if event_type in CONTROL_EVENTS:
+            return
         ts = event["ts"]
+        self.memory.observe(ts, self.last_ts, self.n_events)
         self.previous_ts = self.last_ts
         self.last_ts = max(self.last_ts, ts)
         self.n_events += 1
@@ -137,11 +144,17 @@ class UserFeatures:
         """Recent chat sentiment in [-1, 1], or None before the first chat message."""
         return self.sentiment_ewma if self.n_chats else None
 
-    def churn_features(self) -> dict[str, float]:
-        """The churn model's inputs: scale-free behavioural ratios plus log-scaled recency and spend."""
+    def churn_features(self, now_ms: int | None = None) -> dict[str, float]:
+        """The churn model's inputs: scale-free behavioural ratios, log-scaled recency and spend, visits.
+
+        At `now_ms` (default: the latest behavioural event) recency is the gap before that event, or,
+        later, the time since it (how an idle user's risk grows).
+        """
         sessions = max(self.n_sessions, 1)
+        now = self.last_ts if now_ms is None else max(now_ms, self.last_ts)
+        recency = now - self.last_ts if now > self.last_ts else self.last_ts - self.previous_ts
         return {
-            "recency_hours_log": math.log1p(max(self.last_ts - self.previous_ts, 0) / MS_PER_HOUR),
+            "recency_hours_log": math.log1p(max(recency, 0) / MS_PER_HOUR),
             "events_per_session": self.n_events / sessions,
             "dwell_seconds": self.dwell_ewma,
             "click_through": self.n_clicks / max(self.n_page_views, 1),
@@ -150,12 +163,15 @@ class UserFeatures:
             "monetary_log": math.log1p(self.monetary),
             "sentiment": self.sentiment_ewma,
             "chats_per_session": self.n_chats / sessions,
+            **self.memory.visit_features(self.first_ts, self.last_ts, now),
         }
 
 
 def _restore_features(values: tuple[Any, ...]) -> UserFeatures:
     """Unpickle a `UserFeatures` (see `UserFeatures.__reduce__`)."""
     features = UserFeatures.__new__(UserFeatures)
+    if len(values) < UserFeatures.__slots__.index("memory") + 1:  # a snapshot from before the churn memory
+        features.memory = ChurnMemory()
     for name, value in zip(UserFeatures.__slots__, values):
         setattr(features, name, value)
     if len(values) < UserFeatures.__slots__.index("items") + 1:  # a snapshot from before the item memory

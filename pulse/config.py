@@ -1,7 +1,7 @@
 """12-factor configuration: every setting comes from an environment variable with a documented default.
 
 Each setting is declared once, as a field of `Settings` with its variable, default and meaning;
-README's configuration table is generated from those declarations (`pulse config`), so code and docs
+The configuration table of docs/operations.md is generated from those declarations (`pulse config`), so code and docs
 cannot drift apart. Secrets are left out of `repr`.
 """
 
@@ -95,6 +95,9 @@ class Settings:
     decision_ttl_s: int = setting("PULSE_DECISION_TTL_S", "86400",
         "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision "
         "expires after the same time.")
+    explanations_per_user: int = setting("PULSE_EXPLANATIONS_PER_USER", "5",
+        "Decisions with their explanations Redis keeps per user (the newest; GET /v1/explanations/ID), for at "
+        "most PULSE_DECISION_TTL_S.")
     attribution_window_s: float = setting("PULSE_ATTRIBUTION_WINDOW_S", "1800",
         "Wait window joining outcomes (click, cart, purchase) to the decision before them.")
     model_dir: str = setting("PULSE_MODEL_DIR", ".pulse/models",
@@ -104,12 +107,45 @@ class Settings:
         "Seconds between automatic model snapshots; 0: only on request.")
     rules_file: str = setting("PULSE_RULES_FILE", "",
         "TOML file of business rules (hot-reloaded); empty: no rules.")
+    experiments_file: str = setting("PULSE_EXPERIMENTS_FILE", "",
+        "TOML file of the running experiment: arms, their shares and what each changes (hot-reloaded; "
+        "docs/experiments.md). Empty: a holdout of PULSE_HOLDOUT_SHARE against everyone else.")
+    holdout_share: float = setting("PULSE_HOLDOUT_SHARE", "0.05",
+        "Without PULSE_EXPERIMENTS_FILE: share of users (by a salted hash of the user id) in the holdout, who "
+        "get the non-personalized decision (popularity, no offers) and against whom uplift is measured; 0: none.")
+    experiment_salt: str = setting("PULSE_EXPERIMENT_SALT", "pulse-holdout-1",
+        "Salt of the holdout's assignment hash (without PULSE_EXPERIMENTS_FILE); another salt reshuffles users "
+        "between the arms.")
+    experiment_min_users: int = setting("PULSE_EXPERIMENT_MIN_USERS", "100",
+        "Users both arms need before a lift can be shown as significant (GET /v1/experiments, dashboard).")
+    experiment_srm_p: float = setting("PULSE_EXPERIMENT_SRM_P", "0.001",
+        "The sample-ratio-mismatch alarm fires when the chi-square test of users per arm against the "
+        "configured shares gives p below this.")
+    experiment_max_users: int = setting("PULSE_EXPERIMENT_MAX_USERS", "1000000",
+        "Users per experiment the gateway's live uplift analysis follows (8-16 bytes each); later users are "
+        "served as assigned but left out of the analysis.")
     redis_prefix: str = setting("PULSE_REDIS_PREFIX", "pulse",
         "Prefix of Redis keys (PREFIX:decision:USER) and channels (PREFIX:decisions:USER).")
     churn_threshold: float = setting("PULSE_CHURN_THRESHOLD", "0.6",
         "Churn probability at/above which the retention offer is chosen.")
     escalation_threshold: float = setting("PULSE_ESCALATION_THRESHOLD", "-0.5",
         "Recent sentiment at/below which a human agent takes over.")
+    churn_horizon_s: int = setting("PULSE_CHURN_HORIZON_S", "0",
+        "Horizon of churn labels: a churn_outcome tells whether the user churned within this many seconds of "
+        "their latest event; a 'not churned' that arrives earlier is learned once it has passed, so every "
+        "label is learned at the same age. 0: every label is learned on arrival.")
+    long_term_retention_s: int = setting("PULSE_LONG_TERM_RETENTION_S", "63072000",
+        "How long after their latest event (default two years) an idle user's long-term record (churn aggregates, "
+        "about 210 bytes) is kept once the full profile expired; 0: none, idle users are dropped at "
+        "PULSE_DECISION_TTL_S.")
+    winback_min_idle_s: int = setting("PULSE_WINBACK_MIN_IDLE_S", "604800",
+        "Quiet time after which a user's churn risk is checked (then after 25% more quiet time each time) and "
+        "one win_back_offer is sent per quiet stretch once it reaches PULSE_CHURN_THRESHOLD; 0: no win-back.")
+    winback_channel: str = setting("PULSE_WINBACK_CHANNEL", "email",
+        "Channel named in win-back decisions (how the site delivers them: email, push, ...).")
+    offer_min_confidence: float = setting("PULSE_OFFER_MIN_CONFIDENCE", "0.2",
+        "Decision confidence below which no offer (retention, discount, win-back) is made: the model knows "
+        "too little of the user (cold start).")
     nba_epsilon: float = setting("PULSE_NBA_EPSILON", "0.05",
         "Share of next-best-action choices that explore (logged with their propensity).")
     nba_warmup: int = setting("PULSE_NBA_WARMUP", "1000",
@@ -186,7 +222,8 @@ class Settings:
         """Reject values that would make the engine misbehave later."""
         if self.starting_offset not in ("earliest", "latest"):
             raise ConfigError(f"PULSE_STARTING_OFFSET must be earliest or latest, not {self.starting_offset!r}")
-        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s", "gateway_queue",
+        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s",
+                     "explanations_per_user", "gateway_queue",
                      "gateway_rate", "gateway_idle_s", "snapshot_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{setting_doc(name).var} must be positive")
@@ -199,12 +236,27 @@ class Settings:
             raise ConfigError("PULSE_NBA_EPSILON must be within [0, 1]")
         if self.attribution_window_s <= 0:
             raise ConfigError("PULSE_ATTRIBUTION_WINDOW_S must be positive")
+        if not 0.0 <= self.holdout_share <= 1.0:
+            raise ConfigError("PULSE_HOLDOUT_SHARE must be within [0, 1]")
+        if not self.experiment_salt:
+            raise ConfigError("PULSE_EXPERIMENT_SALT must not be empty")
+        if not 0.0 < self.experiment_srm_p < 1.0:
+            raise ConfigError("PULSE_EXPERIMENT_SRM_P must be within (0, 1)")
+        if self.experiment_min_users < 1 or self.experiment_max_users < 1:
+            raise ConfigError("PULSE_EXPERIMENT_MIN_USERS and PULSE_EXPERIMENT_MAX_USERS must be positive")
         if not 0.0 <= self.churn_threshold <= 1.0:
             raise ConfigError("PULSE_CHURN_THRESHOLD must be within [0, 1]")
         if not -1.0 <= self.escalation_threshold <= 1.0:
             raise ConfigError("PULSE_ESCALATION_THRESHOLD must be within [-1, 1]")
         if self.backup_s < 0 or self.startup_retry_s < 0 or self.gc_gen0 < 0:
             raise ConfigError("PULSE_BACKUP_S, PULSE_STARTUP_RETRY_S and PULSE_GC_GEN0 must be >= 0")
+        for name in ("churn_horizon_s", "long_term_retention_s", "winback_min_idle_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{setting_doc(name).var} must be >= 0")
+        if self.long_term_retention_s and self.long_term_retention_s <= self.churn_horizon_s:
+            raise ConfigError("PULSE_LONG_TERM_RETENTION_S must exceed PULSE_CHURN_HORIZON_S (held labels wait in it)")
+        if not 0.0 <= self.offer_min_confidence <= 1.0:
+            raise ConfigError("PULSE_OFFER_MIN_CONFIDENCE must be within [0, 1]")
         for name in ("metrics_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{setting_doc(name).var} must be a port number 0..65535")
@@ -245,8 +297,16 @@ class Settings:
         """Redis pub/sub channel carrying the user's decisions."""
         return f"{self.redis_prefix}:decisions:{user_id}"
 
+    def explanations_key(self, user_id: str) -> str:
+        """Redis hash of the user's last decisions with their explanations, by decision id."""
+        return f"{self.redis_prefix}:explanations:{user_id}"
+
+    def explanation_ids_key(self, user_id: str) -> str:
+        """Redis list of the decision ids in `explanations_key`, newest first."""
+        return f"{self.redis_prefix}:explanation-ids:{user_id}"
+
     def explanation_key(self, decision_id: str) -> str:
-        """Redis key holding a decision (with its explanation) by decision id."""
+        """Redis key naming the (stored) user whose explanations hash holds this decision."""
         return f"{self.redis_prefix}:explanation:{decision_id}"
 
 

@@ -74,6 +74,6 @@ def test_prometheus_scrapes_engines_and_gateway_and_grafana_is_provisioned() -> 
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in ("pulse_events_total", "pulse_decisions_total", "pulse_latency_seconds_bucket", "pulse_model_quality",
                    "pulse_dead_letters_total", "bytewax_kafka_consumer_lag", "pulse_ws_connections",
-                   "pulse_gc_pause_seconds_sum"):
+                   "pulse_gc_pause_seconds_sum", "pulse_experiment_lift", "pulse_experiment_srm_alarm"):
         assert metric in exprs, metric
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}

@@ -57,7 +57,8 @@ def test_every_decision_is_complete_and_exactly_explained(stream) -> None:
         assert d["action"]["name"] in {"recommend", "retention_offer", "discount", "do_nothing", "escalate_to_agent"}
         assert d["action"]["reason"] and 0 < d["action"]["propensity"] <= 1
         assert 0.0 <= d["confidence"] <= 1.0 and d["segment"] in range(5)
-        assert set(d["model_versions"]) == {"recommender", "churn", "sentiment", "policy", "segments", "rules", "snapshot"}
+        assert set(d["model_versions"]) == {"recommender", "churn", "sentiment", "policy", "segments", "rules", "experiment",
+                                          "snapshot"}
     assert all(len(d["recommendations"]) == 10 for d in decisions[-1000:] if d["personalized"])
 
 

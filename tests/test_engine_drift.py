@@ -30,8 +30,8 @@ def test_churn_concept_flip_is_detected_and_the_model_adapts() -> None:
         engine.handle(profile(buyer), event, ingest_ms=T0)
     assert engine.drift_counts()["churn"] >= 1
     assert engine.churn_adaptive.adaptations[0]["example"] >= 1500
-    buyer_risk = engine.churn.predict_proba_one(profile(True).churn_features())
-    browser_risk = engine.churn.predict_proba_one(profile(False).churn_features())
+    buyer_risk = engine.churn.predict_proba_one(profile(True).churn_features())[True]
+    browser_risk = engine.churn.predict_proba_one(profile(False).churn_features())[True]
     assert buyer_risk > 0.8 and browser_risk < 0.2, "after adapting, the new concept is learned"
     decision = engine.handle(profile(True), {"event_id": "x", "user_id": "u", "type": "session_start", "ts": T0 + 5000}, T0)[1]
     assert "/gen" in decision["model_versions"]["churn"] and not decision["model_versions"]["churn"].endswith("/gen0")

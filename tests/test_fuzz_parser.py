@@ -76,7 +76,7 @@ class EngineProbe:
         orjson.dumps(decision)
         reference = UserFeatures(first_ts=NOW_MS)
         reference.update({"type": "purchase", "ts": NOW_MS, "item_id": "i1", "category": "c1", "price": 10.0})
-        assert math.isfinite(self.engine.churn.predict_proba_one(reference.churn_features())), "churn model corrupted"
+        assert math.isfinite(self.engine.churn.predict_proba_one(reference.churn_features())[True]), "churn model corrupted"
 
 
 PROBE = EngineProbe()
@@ -172,7 +172,8 @@ def test_event_sequences_never_crash_the_engine_or_corrupt_state(stream: list, c
                 if event["type"] == "consent":
                     victim_on = event["personalization"]
                     victim_accepted *= victim_on  # withdrawing consent erases the profile
-                victim_accepted += victim_on
+                elif event["type"] != "churn_outcome":  # control events are not behaviour: they count no event
+                    victim_accepted += victim_on
     victim = probe.profiles.get("victim")
     if victim is not None and victim.personalization:
         assert victim.n_events == victim_accepted, "rejected input or other users changed the victim's profile"

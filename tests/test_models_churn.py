@@ -2,10 +2,10 @@ import copy
 import math
 import random
 
-import numpy as np
 import pytest
 
 from online_models import ChurnClassifier
+from online_models.metrics import roc_auc
 
 
 def _sigmoid(z: float) -> float:
@@ -26,22 +26,14 @@ def _stream(n: int, seed: int = 1):
         yield x, rng.random() < _sigmoid(logit)
 
 
-def _auc(scores, labels) -> float:
-    scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
-    ranks = np.empty(len(scores))
-    ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def test_progressive_validation_auc_improves():
     model = ChurnClassifier()
     scores, labels = [], []
     for x, y in _stream(3000):
-        scores.append(model.predict_proba_one(x))
+        scores.append(model.predict_proba_one(x)[True])
         labels.append(y)
         model.learn_one(x, y)
-    early, late = _auc(scores[:100], labels[:100]), _auc(scores[-1000:], labels[-1000:])
+    early, late = roc_auc(labels[:100], scores[:100]), roc_auc(labels[-1000:], scores[-1000:])
     assert late > 0.75
     assert late > early + 0.05
     assert model.n_learned == 3000
@@ -49,7 +41,7 @@ def test_progressive_validation_auc_improves():
 
 
 def test_prior_to_learning_probability_is_one_half():
-    assert ChurnClassifier().predict_proba_one({"a": 3.0}) == 0.5
+    assert ChurnClassifier().predict_proba_one({"a": 3.0}) == {False: 0.5, True: 0.5}
 
 
 def test_explanation_is_exact_logit():
@@ -60,7 +52,7 @@ def test_explanation_is_exact_logit():
     for x, _ in stream[500:] + [({"recency_hours_log": 50.0, "sessions_7d": 0.0}, None), ({"unseen": 1.0}, None)]:
         explanation = model.explain_one(x)
         assert set(explanation.contributions) == set(x)
-        assert _sigmoid(explanation.score) == pytest.approx(model.predict_proba_one(x), abs=1e-9)
+        assert _sigmoid(explanation.score) == pytest.approx(model.predict_proba_one(x)[True], abs=1e-9)
 
 
 def test_explanation_signs_follow_the_true_model():
@@ -81,9 +73,9 @@ def test_predict_and_explain_do_not_learn():
     for x, _ in _stream(200, seed=3):
         model.predict_proba_one(x)
         model.explain_one(x)
-    assert model._transformer.counts == before._transformer.counts
-    assert dict(model._transformer.means) == dict(before._transformer.means)
-    assert dict(model._transformer.vars) == dict(before._transformer.vars)
+    assert model._scaler.counts == before._scaler.counts
+    assert dict(model._scaler.means) == dict(before._scaler.means)
+    assert dict(model._scaler.vars) == dict(before._scaler.vars)
     assert model._regression.weights == before._regression.weights
     assert model._regression.intercept == before._regression.intercept
     assert model.n_learned == 200
@@ -98,7 +90,27 @@ def test_same_stream_same_model():
     assert a.predict_proba_one(probe) == b.predict_proba_one(probe)
 
 
-@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}])
+@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}, {"optimizer": "adam"}, {"intercept_lr": -1.0}])
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         ChurnClassifier(**kwargs)
+
+
+def test_a_checkpoint_of_the_earlier_model_still_loads():
+    """Model checkpoints pickled before the model was a River classifier keep predicting the same."""
+    import pickle
+
+    from river import linear_model, optim
+
+    from online_models.scaling import BoundedStandardScaler
+
+    scaler, regression = BoundedStandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    pipeline = scaler | regression
+    for x, y in _stream(200):
+        pipeline.learn_one(x, y)
+    old = ChurnClassifier.__new__(ChurnClassifier)
+    old.__dict__.update(_transformer=scaler, _regression=regression, _pipeline=pipeline, _n_learned=200)
+    restored = pickle.loads(pickle.dumps(old))
+    probe = {"recency_hours_log": 4.0, "sessions_7d": 2.0, "dwell_seconds": 30.0}
+    assert restored.predict_proba_one(probe)[True] == pytest.approx(pipeline.predict_proba_one(probe)[True], abs=1e-12)
+    assert (restored.optimizer, restored.learning_rate, restored.version) == ("sgd", 0.05, "churn-logreg@200")

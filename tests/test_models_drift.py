@@ -30,7 +30,7 @@ def test_adaptive_model_recovers_after_concept_flip_faster_than_plain() -> None:
     for i in range(4000):
         x = {"f": float(i % 2)}
         y = bool(i % 2) if i < 2000 else not bool(i % 2)
-        p_a, p_p = adaptive.model.predict_proba_one(x), plain.predict_proba_one(x)
+        p_a, p_p = adaptive.model.predict_proba_one(x)[True], plain.predict_proba_one(x)[True]
         if 2000 <= i < 2400:
             late_errors_adaptive += abs(float(y) - p_a)
             late_errors_plain += abs(float(y) - p_p)

@@ -75,7 +75,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(kafka_server: LocalServer,
     for decision in after:
         last[decision["user_id"]] = decision
     for user, decision in last.items():
-        if user == "warmup":
+        if user == "warmup" or not decision["personalized"]:  # a holdout's decisions show no features
             continue
         mine = Counter(e["type"] for e in valid if e["user_id"] == user)
         assert decision["features"]["sessions"] == mine["session_start"], user

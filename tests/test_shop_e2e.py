@@ -122,14 +122,15 @@ def test_catalog_rules_attribution_and_expiry(shop: Shop, tmp_path: Path) -> Non
     unjoined = shop.outcome_of(second["decision_id"])
     assert unjoined["reward"] == 0.0 and unjoined["joined_by"] == "none"
 
-    # Idle expiry: after the TTL the user's state is gone (a fresh profile) and so is the Redis decision.
+    # Idle expiry: after the TTL the full profile is gone (only the churn aggregates of the long-term record stay)
+    # and so is the Redis decision.
     bob = shop.send("bob", "session_start")
     assert bob["features"]["sessions"] == 1
     assert 0 < shop.redis.ttl(f"{prefix}:decision:bob") <= 4
     time.sleep(5.5)
     assert shop.redis.get(f"{prefix}:decision:bob") is None
     again = shop.send("bob", "page_view", item_id="shoes-1", category="shoes")
-    assert again["features"]["sessions"] == 0, "an expired user starts from an empty profile"
+    assert again["features"]["sessions"] == 1, "the long-term record brought the user's aggregates back"
     assert shop.outcome_of(bob["decision_id"])["reason"] in {"user expired", "window closed"}
 
 

@@ -91,7 +91,8 @@ def test_rules_shape_recommendations_and_are_explained(shop: PersonalizationEngi
 def test_offer_limit_turns_a_second_offer_into_a_recommendation(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text("[offers]\nretention_cooldown_hours = 24\n")
-    engine = PersonalizationEngine(EngineConfig(churn_threshold=0.0, rules_file=str(rules), nba_epsilon=0.0))
+    engine = PersonalizationEngine(EngineConfig(churn_threshold=0.0, rules_file=str(rules), nba_epsilon=0.0,
+                                                offer_min_confidence=0.0))  # no cold-start gate: the limit alone
     user = Shopper(engine)
     first = user.send("session_start", T0)
     second = user.send("session_start", T0 + 3_600_000)

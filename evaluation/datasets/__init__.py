@@ -11,7 +11,11 @@ import importlib
 from types import ModuleType
 
 # name -> module (imported only when used, so `pulse --help` stays fast)
-DATASETS: dict[str, str] = {"movielens-100k": "evaluation.datasets.movielens"}
+DATASETS: dict[str, str] = {
+    "sentiment": "evaluation.datasets.sentiment",
+    "cdnow": "evaluation.datasets.cdnow",
+    "movielens-100k": "evaluation.datasets.movielens",
+}
 
 
 def dataset_module(name: str) -> ModuleType:

@@ -93,8 +93,6 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tune", action="store_true",
                        help="movielens-100k: tune the baselines' and Pulse's parameters on the first 50%% of the stream "
                             "(grids in evaluation/datasets/movielens.py) and report hit@10 there, instead of evaluating")
-    group.add_argument("--bootstrap", type=int, default=1000,
-                       help="movielens-100k: bootstrap resamples of users for the intervals (default 1000)")
 
 
 def load(limit: int | None = None, quiet: bool = False) -> Data:
