@@ -34,6 +34,7 @@ from online_models import ChurnClassifier, HybridRecommender, SentimentClassifie
 from online_models.bandit import NBA_ACTIONS, EpsilonGreedyBandit
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive
+from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
 from online_models.selection import ModelSelector
 from operators.engine import EngineConfig, PersonalizationEngine
@@ -89,7 +90,7 @@ def _learn_sentiment(model: SentimentClassifier, ex: tuple) -> None:
 
 
 TASKS: dict[str, tuple[Callable[[int], Any], Callable[[Any, tuple], None]]] = {
-    "reco": (lambda seed: HybridRecommender(seed=seed), _learn_reco),
+    "reco": (lambda seed: HybridRecommender(seed=seed, **RecommenderConfig().parameters()), _learn_reco),
     "churn": (lambda seed: ChurnClassifier(), _learn_churn),
     "sentiment": (lambda seed: SentimentClassifier(), _learn_sentiment),
 }
@@ -288,7 +289,8 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 profile = variant.profiles[uid] = UserFeatures(first_ts=ts)
             reco_error = churn_error = sent_error = None
             if organic_view:
-                ranked = variant.model("reco").rank(uid, K, profile.normalized_affinity(), now_ms=ts)
+                ranked = variant.model("reco").rank(uid, K, profile.normalized_affinity(), now_ms=ts,
+                                                    context=profile.items.recent)
                 ids = [r.item_id for r in ranked]
                 hit = M.hit_at_k(ids, event["item_id"], K)
                 rec.reco.append((step, hit, M.ndcg_at_k(ids, event["item_id"], K),
@@ -315,10 +317,11 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                     for cmodel in churn_candidates.values():
                         cmodel.learn_one(x, event["churned"])
             # learn, exactly like PersonalizationEngine._learn
+            context, affinity = profile.items.recent, profile.category_affinity.copy()
             profile.update(event)
             item_id = event.get("item_id")
             if item_id is not None and etype in INTERACTION_STRENGTH:
-                example = (uid, item_id, event.get("category") or "unknown", INTERACTION_STRENGTH[etype], ts)
+                example = (uid, item_id, event.get("category"), INTERACTION_STRENGTH[etype], ts, context, affinity)
                 variant.learn(step, "reco", example, reco_error)
                 reco_error = None
             elif reco_error is not None and variant.adaptive and variant.adaptive["reco"].observe_error(reco_error):

@@ -82,6 +82,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         experiment_salt=settings.experiment_salt,
         churn_horizon_ms=settings.churn_horizon_s * 1000, offer_min_confidence=settings.offer_min_confidence,
         winback_min_idle_ms=settings.winback_min_idle_s * 1000, winback_channel=settings.winback_channel,
+        recommender=settings.recommender_config(),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from river import stats
@@ -27,6 +27,7 @@ from online_models.actions import OFFER_ACTIONS
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
+from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
 from operators.attribution import (
     OUTCOME_REWARD,
@@ -72,6 +73,7 @@ class EngineConfig:
     rules_file: str | None = None
     nba_epsilon: float = 0.05
     nba_warmup: int = 1000
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     experiments_file: str | None = None  # None: a holdout of `holdout_share` (operators.experiments)
     holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
     experiment_salt: str = DEFAULT_SALT
@@ -91,7 +93,7 @@ class PersonalizationEngine:
 
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
-        self.recommender = HybridRecommender(seed=config.seed)
+        self.recommender = HybridRecommender(seed=config.seed, **config.recommender.parameters())
         # Churn and sentiment are watched by ADWIN on their progressive-validation error; on an upward
         # drift each is replaced by a fresh model retrained on the examples since the change.
         # Labels learned at their horizon come in cohorts of decisions whose mix shifts with the customers, which
@@ -235,12 +237,12 @@ class PersonalizationEngine:
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
         """Update the profile and every model this event teaches; return the chat message's sentiment, if any."""
         event_type = event["type"]
+        context, affinity = profile.items.recent, profile.category_affinity.copy()  # as they were before this event
         profile.update(event)
         item_id = event.get("item_id")
         if item_id is not None and event_type in INTERACTION_STRENGTH:
-            self.recommender.learn_one(
-                event["user_id"], item_id, event.get("category") or "unknown", INTERACTION_STRENGTH[event_type], event["ts"]
-            )
+            self.recommender.learn_one(event["user_id"], item_id, event.get("category"), INTERACTION_STRENGTH[event_type],
+                                       event["ts"], context, affinity)
         if event_type == "churn_outcome" and profile.n_events:
             # Learned on the features served at the user's latest behavioural event: labels change no feature.
             self.churn_labels.on_label(profile.memory, profile.churn_features(), event["churned"], profile.last_ts,
@@ -297,6 +299,7 @@ class PersonalizationEngine:
             "segment": segment,
             "rules": applied_rules,
             "model_versions": self.model_versions(),
+            "recommendation_weights": self.recommender.weights(),
             "features": {**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
             "category_affinity": profile.normalized_affinity(),
         }
@@ -318,10 +321,13 @@ class PersonalizationEngine:
         affinity = profile.normalized_affinity()
         category_filter = rules.category_filter()
         excluded = rules.exclusions(profile.history, now_ms)
+        excluded_keys, keys_reason = rules.excluded_keys(profile.items)
+        context = profile.items.recent
         # Exclusions and category rules act inside ranking; pins and the diversity cap need spare candidates.
         n_candidates = k * CANDIDATE_FACTOR if rules.max_per_category else k + len(rules.pinned_items)
-        ranked = self.recommender.ranked(user_id, n_candidates, affinity, now_ms, excluded, category_filter)
-        pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter)
+        ranked = self.recommender.ranked(user_id, n_candidates, affinity, now_ms, excluded, category_filter, context,
+                                         excluded_keys)
+        pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter, context)
                   if rules.pinned_items else [])
         recommendations, applied = rules.finalize(ranked, pinned, k)
         by_reason: dict[str, list[str]] = {}
@@ -329,6 +335,9 @@ class PersonalizationEngine:
             by_reason.setdefault(reason, []).append(item)
         applied += [{"rule": "exclude", "effect": f"excluded: {reason}", "items": items[:20], "count": len(items)}
                     for reason, items in by_reason.items()]
+        if excluded_keys is not None and len(excluded_keys):
+            applied.append({"rule": "exclude", "effect": f"excluded: {keys_reason}",
+                            "items": self.recommender.item_ids_of(excluded_keys, limit=20), "count": len(excluded_keys)})
         if category_filter is not None:
             applied.append({"rule": "categories", "effect": "category allow/deny lists and boosts applied",
                             "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),
