@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
-from operators.audit import decision_audit
+from operators.decision import Decision
 from operators.engine import PersonalizationEngine
 from operators.features import UserFeatures
 from operators.long_term import LongTermRecord, next_release
@@ -106,15 +106,14 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
                 self._profile, self._record = self._record.restore(), None
             for accepted in values:
                 metrics.before_event(accepted.event, self._engine, self._profile)
-                self._profile, decision = self._engine.handle(self._profile, accepted.event, accepted.ingest_ms)
+                self._profile, decision, outcomes = self._engine.handle_with_outcomes(
+                    self._profile, accepted.event, accepted.ingest_ms)
                 metrics.after_decision(decision)
-                decision["audit"] = decision_audit(decision)
                 user_id = decision["user_id"]
-                outcomes = [orjson.dumps(attribution) for attribution in decision.pop("attributions", ())]
                 payload = orjson.dumps(decision)
                 if records is not None:
                     for outcome in outcomes:
-                        records.outcome(user_id, outcome)
+                        records.outcome(user_id, orjson.dumps(outcome))
                     records.decision(user_id, payload)
                 consented = self._profile is not None and self._profile.personalization  # a holdout's too
                 out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None, consented))
@@ -189,10 +188,9 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
             self._deliver(discarding=discard)
         return out, discard
 
-    def _win_back_out(self, decision: dict) -> DecisionOut:
-        """Audit, encode and log a win-back decision."""
+    def _win_back_out(self, decision: Decision) -> DecisionOut:
+        """Count, encode and log a win-back decision."""
         engine_metrics().decisions.counts.add((decision["action"]["name"],))
-        decision["audit"] = decision_audit(decision)
         payload = orjson.dumps(decision)
         if self._records is not None:
             self._records.decision(decision["user_id"], payload)

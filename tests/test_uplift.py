@@ -186,8 +186,8 @@ def closed_loop(engine: PersonalizationEngine, aggregator: UpliftAggregator, n_e
     last = 0
     for event in stream:
         user = event["user_id"]
-        profiles[user], decision = engine.handle(profiles.get(user), event, event["ts"])
-        for settled in decision.pop("attributions", []):
+        profiles[user], decision, outcomes = engine.handle_with_outcomes(profiles.get(user), event, event["ts"])
+        for settled in outcomes:
             aggregator.add(settled)
         if event["type"] == "session_start":
             stream.react(user, decision)
