@@ -36,8 +36,17 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, median, percentile_spectrum, percentiles, print_table, run_env,
-    servers, write_json,
+    ROOT,
+    PubSubListener,
+    add_json_option,
+    fmt,
+    median,
+    percentile_spectrum,
+    percentiles,
+    print_table,
+    run_env,
+    servers,
+    write_json,
 )
 
 SECRET = "bench-secret"
@@ -58,7 +67,7 @@ async def ws_clients(port: int, users: list[str], received: list, stop: asyncio.
             while not stop.is_set():
                 try:
                     frame = await asyncio.wait_for(ws.recv(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 now = time.time() * 1000.0
                 message = orjson.loads(frame)

@@ -45,7 +45,16 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, CpuMeter, add_json_option, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events,
+    ROOT,
+    CpuMeter,
+    add_json_option,
+    fmt,
+    median,
+    on_run_topics,
+    print_table,
+    run_env,
+    servers,
+    simulated_events,
     write_json,
 )
 

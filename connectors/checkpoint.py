@@ -22,8 +22,8 @@ import logging
 import os
 import pickle
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from bytewax.recovery import init_db_dir
 

@@ -58,7 +58,7 @@ class PartitionGroupSource(FixedPartitionedSource[Message, Offsets]):
         """One partition per partition index found in any of the topics."""
         return [f"{PART_PREFIX}{index}" for index in sorted({p for _topic, p in self._topic_partitions})]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> "_PartitionGroup":
+    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> _PartitionGroup:
         """Partition i of every topic, at its resume offsets, read by the calling worker's consumer."""
         index = int(for_part.removeprefix(PART_PREFIX))
         resume = resume_state or {}

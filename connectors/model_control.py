@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
@@ -131,7 +131,7 @@ class _CommandPartition(StatelessSourcePartition[ModelCommand]):
 
     def next_awake(self) -> datetime:
         """Poll once a second."""
-        return datetime.now(timezone.utc) + timedelta(seconds=POLL_S)
+        return datetime.now(UTC) + timedelta(seconds=POLL_S)
 
     def close(self) -> None:
         self._channel.close()

@@ -72,7 +72,7 @@ class PendingDecision:
         values.frombytes(self._context_values)
         return dict(zip(self._context_names, values))
 
-    def __reduce__(self) -> tuple[Callable[..., "PendingDecision"], tuple[Any, ...]]:
+    def __reduce__(self) -> tuple[Callable[..., PendingDecision], tuple[Any, ...]]:
         return _restore_pending, self._state()
 
     def _state(self) -> tuple[Any, ...]:

@@ -7,7 +7,8 @@ Catalog events (`item_upsert`, `item_delete` on the items topic) carry `item_id`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CONTRACT_VERSION = 1
 

@@ -29,13 +29,13 @@ from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
 from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
+from operators import decision as decisions
 from operators.attribution import (
     OUTCOME_REWARD,
     Attribution,
     OutcomeLabels,
     PendingDecision,
 )
-from operators import decision as decisions
 from operators.cold_start import gate_offer
 from operators.decision import Decision, ExperimentLabel
 from operators.experiments import (

@@ -71,7 +71,7 @@ class RuleSet:
     version: str = "none"
 
     @classmethod
-    def from_toml(cls, text: str, version: str) -> "RuleSet":
+    def from_toml(cls, text: str, version: str) -> RuleSet:
         """Parse and validate the TOML rules text."""
         try:
             doc = tomllib.loads(text)

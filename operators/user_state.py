@@ -10,9 +10,10 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
@@ -130,7 +131,7 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
     def notify_at(self) -> datetime | None:
         """The next of `notify_at_ms`, as Bytewax wants it."""
         due = self.notify_at_ms()
-        return None if due is None else datetime.fromtimestamp(due / 1000.0, tz=timezone.utc)
+        return None if due is None else datetime.fromtimestamp(due / 1000.0, tz=UTC)
 
     def notify_at_ms(self) -> int | None:
         """When the oldest pending decision's window closes, the user expires, a held churn label is due, a

@@ -7,8 +7,8 @@ import faulthandler
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pulse.config import ConfigError, Settings, settings_table
 from pulse.logs import configure_logging

@@ -18,17 +18,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from itertools import takewhile
 from pathlib import Path
-from typing import Iterator
 
 from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.model_control import ModelCommandChannel
 from pulse.config import Settings
-from pulse.localservers import (LocalServer, Retention, dying_with_parent, free_port, kcat_library_dir, start_redis,
-                               start_tansu, stop_processes, wait_for_port)
+from pulse.localservers import (
+    LocalServer,
+    Retention,
+    dying_with_parent,
+    free_port,
+    kcat_library_dir,
+    start_redis,
+    start_tansu,
+    stop_processes,
+    wait_for_port,
+)
 from pulse.simulate import on_configured_topics, simulation_config
 from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
 

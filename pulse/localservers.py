@@ -20,10 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from pulse.config import Settings
 from simulator import EventGenerator, JsonLinesSink, KafkaEventSink, SimEvent, SimulationConfig, World, send_events

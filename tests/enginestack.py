@@ -8,8 +8,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -39,7 +39,7 @@ class Engine:
         self.args = args or ("-w", "1")
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         """Start (or restart) the engine."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "run", *self.args], env=self.env,

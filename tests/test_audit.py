@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Producer
+from enginestack import ROOT
 
 from connectors.kafka_io import ensure_topics
-from enginestack import ROOT
 from operators.audit import decision_audit
 from pulse.bias_audit import disparities, simulator_groups, tabulate
 from pulse.config import Settings

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from processes import alive, survivors_after
 
 pytestmark = pytest.mark.e2e

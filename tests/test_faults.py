@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 import websockets
-
 from enginestack import ROOT, Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
+
 from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, wait_for_port
 from simulator import EventGenerator, SimulationConfig, World, encode_event
 

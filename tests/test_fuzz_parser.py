@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
+from badinput import NOW_MS, VALID, corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from badinput import NOW_MS, VALID, corpus
 from operators.contracts import MAX_DWELL_MS, MAX_ID_CHARS, MAX_PRICE, MAX_TS_MS, MIN_TS_MS
 from operators.engine import PersonalizationEngine
 from operators.features import UserFeatures

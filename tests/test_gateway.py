@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 import uuid
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import orjson
 import pytest

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from operators.engine import PersonalizationEngine
-from operators.contracts import TOPIC_KIND_OF_TYPE
 from connectors.gateway_metrics import GatewayMetrics
+from operators.contracts import TOPIC_KIND_OF_TYPE
+from operators.engine import PersonalizationEngine
 from operators.metrics import ChurnQuality, EngineMetrics, RollingShare, reason_class
 from operators.parse import EventParser
 

@@ -86,7 +86,7 @@ def _brute_force(rec: HybridRecommender, user, affinity, now, exclude=()):
     top = max(decayed.values())
     max_strength = 5.0
     rows = []
-    for position, item in enumerate(items):
+    for item in items:
         cf = 0.0
         if user in mf.u_latents:
             latent = mf.i_latents.get(item)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from enginestack import Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
 from redis_scan import holding, redis_contents
+
 from connectors.user_factor_store import UserFactorStore
 from operators.privacy import pseudonymize
 from pulse.localservers import LocalServer

@@ -16,11 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from enginestack import Engine, TopicReader, decided_ids, decisions, duplicates, produce, retarget, stack_env
 
 from operators.features import INTERACTION_STRENGTH
 from pulse.localservers import LocalServer
 from simulator import EventGenerator, SimulationConfig, World, encode_event
-from enginestack import Engine, TopicReader, decided_ids, decisions, duplicates, produce, retarget, stack_env
 
 pytestmark = pytest.mark.e2e
 RATE = 400.0

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from online_models.recommender import RankedItems, Recommendation
 from online_models.item_keys import item_key
+from online_models.recommender import RankedItems, Recommendation
 from operators.history import InteractionHistory
 from operators.item_memory import ItemMemory
-from operators.rules import RuleSet, RulesError, RulesFile
+from operators.rules import RulesError, RuleSet, RulesFile
 
 HOUR = 3_600_000
 
