@@ -118,7 +118,8 @@ def _publish(redis_url: str, prefix: str, users: list[str], rate: int, duration:
         for _ in range(batch):
             user = users[sent % len(users)]
             pipe.publish(f"{prefix}:decisions:{user}",
-                         b'{"decision_id":"d-%d","user_id":"%s","sent_ms":%.3f}' % (sent, user.encode(), time.time() * 1000.0))
+                         b'{"decision_id":"d-%d","user_id":"%s","sent_ms":%.3f}' % (sent, user.encode(),
+                                                                                    time.time() * 1000.0))
             sent += 1
         pipe.execute()
     client.close()

@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
         r = measure_users(n, args.runs)
         results.append(r)
         print(f"{n:,} users: {r['bytes_per_user']:,.0f} B/user, snapshot all {r['snapshot_all_s'] * 1e3:,.1f} ms, "
-              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full {r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
+              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full "
+              f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
               f"1% changed {r['model_checkpoint_1pct_s'] * 1e3:,.1f} ms, "
               f"restart {r['restart_s'] * 1e3:,.1f} ms, full GC pass {r['gc_full_pass_s'] * 1e3:,.1f} ms then "
               f"{r['gc_next_full_pass_s'] * 1e3:,.1f} ms", flush=True)

@@ -46,7 +46,8 @@ class ModelCommandChannel:
     def __init__(self, settings: Settings) -> None:
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         prefix = settings.redis_prefix
-        self._seq_key, self._command_key, self._ack_prefix = f"{prefix}:models:seq", f"{prefix}:models:command", f"{prefix}:models:ack:"
+        self._seq_key, self._command_key = f"{prefix}:models:seq", f"{prefix}:models:command"
+        self._ack_prefix = f"{prefix}:models:ack:"
         self._alive_prefix = f"{prefix}:engine:alive:"
 
     def heartbeat(self, worker: int) -> None:

@@ -100,8 +100,9 @@ def _restore_pending(decision_id: str, decided_ms: int, action: str, propensity:
     Snapshots from before experiments (10 fields) restore without labels.
     """
     pending = PendingDecision.__new__(PendingDecision)
-    pending.decision_id, pending.decided_ms, pending.action, pending.propensity = decision_id, decided_ms, action, propensity
-    pending.items, pending._context_names, pending._context_values = items, _SHARED_NAMES.setdefault(names, names), values
+    pending.decision_id, pending.decided_ms = decision_id, decided_ms
+    pending.action, pending.propensity, pending.items = action, propensity, items
+    pending._context_names, pending._context_values = _SHARED_NAMES.setdefault(names, names), values
     pending.reward, pending.outcomes, pending.joined_by = reward, outcomes, joined_by
     pending.labels = None if labels is None else _SHARED_LABELS.setdefault(labels, labels)
     pending.revenue = revenue

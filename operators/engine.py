@@ -183,7 +183,8 @@ class PersonalizationEngine:
             profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])
         if event_type == "consent":
             if not event["personalization"]:
-                profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])  # withdrawing consent erases the profile built so far
+                # withdrawing consent erases the profile built so far
+                profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])
                 self.recommender.forget_user(event["user_id"])
             profile.personalization = event["personalization"]
         if not profile.personalization:
@@ -245,7 +246,8 @@ class PersonalizationEngine:
         profile.update(event)
         item_id = event.get("item_id")
         if item_id is not None and event_type in INTERACTION_STRENGTH:
-            self.recommender.learn_one(event["user_id"], item_id, event.get("category"), INTERACTION_STRENGTH[event_type],
+            self.recommender.learn_one(event["user_id"], item_id, event.get("category"),
+                                       INTERACTION_STRENGTH[event_type],
                                        event["ts"], context, affinity)
         if event_type == "churn_outcome" and profile.n_events:
             # Learned on the features served at the user's latest behavioural event: labels change no feature.
@@ -318,7 +320,7 @@ class PersonalizationEngine:
     def _recommend(
         self, profile: UserFeatures, user_id: str, now_ms: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Top-k under the business rules; returns the recommendations (as decision records) and the rules that shaped them."""
+        """Top-k under the business rules: the recommendations (as decision records), the rules that shaped them."""
         rules = self.rules.current()
         k = self.config.top_k
         affinity = profile.normalized_affinity()
@@ -340,7 +342,8 @@ class PersonalizationEngine:
                     for reason, items in by_reason.items()]
         if excluded_keys is not None and len(excluded_keys):
             applied.append({"rule": "exclude", "effect": f"excluded: {keys_reason}",
-                            "items": self.recommender.item_ids_of(excluded_keys, limit=20), "count": len(excluded_keys)})
+                            "items": self.recommender.item_ids_of(excluded_keys, limit=20),
+                            "count": len(excluded_keys)})
         if category_filter is not None:
             applied.append({"rule": "categories", "effect": "category allow/deny lists and boosts applied",
                             "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),

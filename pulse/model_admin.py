@@ -52,7 +52,8 @@ def _command(settings: Settings, op: str, name: str, timeout_s: float) -> int:
     finally:
         channel.close()
     if not results:
-        print(f"pulse: no engine answered within {timeout_s:.0f}s (is `pulse run` running against {settings.redis_url}?)",
+        print(f"pulse: no engine answered within {timeout_s:.0f}s (is `pulse run` running against "
+              f"{settings.redis_url}?)",
               file=sys.stderr)
         return EXIT_NO_ANSWER
     failed = False

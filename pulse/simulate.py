@@ -35,7 +35,8 @@ def simulate(settings: Settings, args: argparse.Namespace) -> int:
         sink = KafkaEventSink(settings.kafka_bootstrap)
     try:
         report = send_events(
-            on_configured_topics(generator.events(args.events), settings), sink, rate=args.rate or None, duration_s=args.duration,
+            on_configured_topics(generator.events(args.events), settings), sink, rate=args.rate or None,
+            duration_s=args.duration,
             progress=not args.no_progress and not args.stdout,
         )
     finally:

@@ -68,7 +68,7 @@ class EventGenerator:
         """The prefix of every event id this generator makes (unique per run: seed and start time)."""
         return self._id_prefix
     def events(self, n: int | None = None) -> Iterator[SimEvent]:
-        """Yield the next `n` events (valid and malformed; endless when None), continuing where the last call stopped."""
+        """Yield the next `n` events (valid and malformed; endless when None), from where the last call stopped."""
         ratio = self.world.config.malformed_ratio
         kinds = list(MALFORMED_KINDS)
         produced = 0

@@ -27,7 +27,8 @@ def test_labels_follow_the_protocol() -> None:
               for e in events if e["type"] == "churn_outcome"]
     assert labels == [("cdnow-a", 0, 90, False), ("cdnow-b", 5, 96, True), ("cdnow-a", 90, 181, True)]
     a = [e["type"] for e in events if e["user_id"] == "cdnow-a"]
-    assert a == ["purchase", "churn_outcome", "purchase", "churn_outcome", "purchase"], "labels before same-day purchases"
+    assert a == ["purchase", "churn_outcome", "purchase", "churn_outcome", "purchase"], \
+        "labels before same-day purchases"
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
 
 

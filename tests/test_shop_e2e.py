@@ -47,7 +47,8 @@ class Shop:
         event_id = f"{user}-{uuid.uuid4().hex[:6]}"
         event = {"event_id": event_id, "user_id": user, "type": kind, "ts": int(time.time() * 1000), **fields}
         produce(retarget([encode_event(event)], self.env), self.env)
-        found = self.decisions.until(lambda ms: any(d["event_id"] == event_id for d in decisions(ms)), 30, self.engine.alive)
+        found = self.decisions.until(lambda ms: any(d["event_id"] == event_id for d in decisions(ms)), 30,
+                                     self.engine.alive)
         return next(d for d in decisions(found) if d["event_id"] == event_id)
 
     def outcome_of(self, decision_id: str) -> dict:

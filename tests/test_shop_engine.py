@@ -29,7 +29,8 @@ class Shopper:
 
 
 def item(item_id: str, category: str, ts: int = T0, **fields) -> dict:
-    return {"event_id": f"up-{item_id}-{ts}", "type": "item_upsert", "item_id": item_id, "category": category, "ts": ts, **fields}
+    return {"event_id": f"up-{item_id}-{ts}", "type": "item_upsert", "item_id": item_id, "category": category,
+            "ts": ts, **fields}
 
 
 def ids(decision: dict) -> list[str]:

@@ -59,7 +59,8 @@ class Purchase:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """Options of `--dataset cdnow`."""
     group.add_argument("--horizon-days", type=int, default=180,
-                       help="cdnow: a purchase is 'churned' when no purchase follows within this many days (default 180)")
+                       help="cdnow: a purchase is 'churned' when no purchase follows within this many days "
+                            "(default 180)")
 
 
 def read_purchases(path: Path, limit: int | None = None) -> list[Purchase]:
@@ -96,8 +97,8 @@ def churn_events(purchases: Iterable[Purchase], horizon_days: int) -> list[dict[
     >>> [(e["type"], e["user_id"], (e["ts"] // 86_400_000) - (day - EPOCH_DAY), e.get("churned")) for e in events]
     ... # doctest: +NORMALIZE_WHITESPACE
     [('purchase', 'cdnow-1', 0, None), ('purchase', 'cdnow-2', 0, None), ('churn_outcome', 'cdnow-1', 30, False),
-     ('purchase', 'cdnow-1', 30, None), ('churn_outcome', 'cdnow-2', 181, True), ('churn_outcome', 'cdnow-1', 211, True),
-     ('purchase', 'cdnow-2', 400, None)]
+     ('purchase', 'cdnow-1', 30, None), ('churn_outcome', 'cdnow-2', 181, True),
+     ('churn_outcome', 'cdnow-1', 211, True), ('purchase', 'cdnow-2', 400, None)]
     """
     by_customer: dict[str, list[Purchase]] = defaultdict(list)
     for purchase in purchases:
@@ -200,7 +201,8 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     run.win_backs = sum(d["action"]["name"] == "win_back_offer" for d in pulse.timer_decisions)
     run.rejected += len(pulse.rejected)
     model = engine.churn
-    run.engine = {"churn_model": {"version": model.version, "optimizer": model.optimizer, "learning_rate": model.learning_rate,
+    run.engine = {"churn_model": {"version": model.version, "optimizer": model.optimizer,
+                                  "learning_rate": model.learning_rate,
                                   "l2": model.l2, "intercept_lr": model.intercept_lr, "bound": model.bound,
                                   "generation": len(engine.churn_adaptive.adaptations)},
                   "labels_learned_before_their_horizon": engine.churn_labels.learned_early,
