@@ -24,6 +24,7 @@ from evaluation.datasets.cdnow_baselines import (
     RFM_LOG,
     RFM_LOG_HORIZON,
 )
+from evaluation.figures import save_figure
 
 __all__ = ["TUNING", "same_day_auc", "summarize", "write_report"]
 
@@ -181,7 +182,8 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
               ("| baseline | AUC all | AUC last 50% | same-day AUC all | same-day AUC last 50% | log-loss all | "
                "log-loss last 50% |"), "|---|---|---|---|---|---|---|"]
     for baseline, d in summary["pulse_minus"].items():
-        lines.append(f"| {baseline} | {' | '.join(_ci(d[f'{measure}_{part}'], sign=True) for measure, part in CELLS)} |")
+        cells = [_ci(d[f"{measure}_{part}"], sign=True) for measure, part in CELLS]
+        lines.append(f"| {baseline} | {' | '.join(cells)} |")
     acceptance = summary["acceptance"]
     missed = [key for key, cell in acceptance["by_cell"].items() if not cell["met"]]
     lines += ["", (f"Target (issue 22): Pulse's AUC at least and log-loss at most the better of "
@@ -191,8 +193,8 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
                f"step {model['learning_rate']}, intercept step {model['intercept_lr']}, L2 {model['l2']}, clip "
                f"{model['bound']}; features: {', '.join(summary['engine']['features'])}."), "",
               (f"Labels learned on exactly the features served at their purchase: "
-               f"{summary['labels_on_served_features']:,} of {summary['labels']:,}. 'Not churned' labels learned before "
-               f"their horizon (a customer holding more than 16): "
+               f"{summary['labels_on_served_features']:,} of {summary['labels']:,}. 'Not churned' labels learned "
+               f"before their horizon (a customer holding more than 16): "
                f"{summary['engine']['labels_learned_before_their_horizon']:,}. Events that met an idle customer's "
                f"long-term record (restored): {summary['events_meeting_long_term_record']:,}. Win-back decisions sent "
                f"by the engine on its own: {summary['win_backs']:,}. Rejected events: {summary['rejected']}."),
@@ -227,10 +229,7 @@ def write_plots(run: Run, out: Path) -> list[str]:
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set(xlabel="month of label arrival", ylabel="AUC within the month", title=f"CDNOW, H = {run.horizon_days} days")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    files = ["auc_by_month.png"]
-    fig.savefig(out / files[0], dpi=110)
-    plt.close(fig)
+    files = [save_figure(fig, out, "auc_by_month.png")]
 
     last = np.arange(len(y)) >= len(y) // 2
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -244,10 +243,7 @@ def write_plots(run: Run, out: Path) -> list[str]:
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     ax.set(xlabel="predicted churn probability", ylabel="churned share", title="calibration, last 50% of labels")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append("calibration.png")
-    fig.savefig(out / files[1], dpi=110)
-    plt.close(fig)
+    files.append(save_figure(fig, out, "calibration.png"))
     return files
 
 
