@@ -113,12 +113,13 @@ class TopicReader:
                 return self.messages
 
     def until(self, done: Callable[[list[Message]], bool], timeout_s: float,
-              alive: Callable[[], bool] = lambda: True) -> list[Message]:
-        """Poll until `done(messages)` (then 1 s more for stragglers); raise TimeoutError otherwise."""
+              alive: Callable[[], bool] = lambda: True, grace_s: float = 1.0) -> list[Message]:
+        """Poll until `done(messages)`, then `grace_s` more for stragglers (duplicates, records that should not
+        come: 0 when only the awaited record matters); raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if done(self.poll()):
-                return self.poll(1.0)
+                return self.poll(grace_s)
             if not alive():
                 raise RuntimeError("the engine died")
         raise TimeoutError(f"only {len(self.messages)} messages after {timeout_s}s")

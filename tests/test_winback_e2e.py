@@ -52,7 +52,8 @@ def test_a_quiet_user_is_sent_a_win_back_on_the_engines_own_initiative(stack: di
         send_events(retarget([encode_event(e) for e in events], env), sink, rate=None, duration_s=None, progress=False)
 
     def decided(event_ids: set[str]) -> None:
-        reader.until(lambda messages: event_ids <= {d["event_id"] for d in decisions(messages)}, timeout_s=60)
+        reader.until(lambda messages: event_ids <= {d["event_id"] for d in decisions(messages)}, timeout_s=60,
+                     grace_s=0)
 
     now = int(time.time() * 1000)
     # Topics are not ordered relative to each other: consent lands before the private user's visit.
