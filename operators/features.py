@@ -146,7 +146,9 @@ class UserFeatures:
         At `now_ms` (default: the latest behavioural event) recency is the gap before that event, or,
         later, the time since it (how an idle user's risk grows).
         """
-        sessions = max(self.n_sessions, 1)
+        # A stream without session events still has visits (operators.long_term): per-session ratios count those,
+        # so they do not become copies of the event counts.
+        sessions = max(self.n_sessions, self.memory.n_visits, 1)
         now = self.last_ts if now_ms is None else max(now_ms, self.last_ts)
         recency = now - self.last_ts if now > self.last_ts else self.last_ts - self.previous_ts
         return {
