@@ -68,6 +68,9 @@ class ChurnClassifier(base.Classifier):
     model; the explanation folds the prior into the `visits_log` contribution and the intercept, so
     `sigmoid(explain_one(x).score) == predict_proba_one(x)[True]` and contributions + intercept = logit.
 
+    `features` names the inputs the model reads (None: every feature it is given); the others are ignored
+    when learning, predicting and explaining.
+
     `optimizer` "sgd" (default) takes constant steps of `learning_rate` (with `decay_steps` > 0 they
     shrink as `1 / sqrt(1 + labels / decay_steps)`); "adagrad" shrinks each weight's step as its own
     gradients accumulate. Constant steps keep following a drift however long the model has run; the
@@ -95,7 +98,7 @@ class ChurnClassifier(base.Classifier):
 
     def __init__(self, learning_rate: float = 0.01, l2: float = 0.0, optimizer: str = "sgd",
                  intercept_lr: float = 0.01, bound: float = 3.0, decay_steps: float = 0.0,
-                 frequency_prior: float = 1.0) -> None:
+                 frequency_prior: float = 1.0, features: tuple[str, ...] | None = None) -> None:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not l2 >= 0:
@@ -115,6 +118,7 @@ class ChurnClassifier(base.Classifier):
         self.bound = bound
         self.decay_steps = decay_steps
         self.frequency_prior = frequency_prior
+        self.features = None if features is None else tuple(features)
         rate = DecayingRate(learning_rate, decay_steps) if optimizer == "sgd" and decay_steps else learning_rate
         self._scaler = BoundedStandardScaler(bound)
         self._regression = OffsetLogisticRegression(
@@ -125,6 +129,7 @@ class ChurnClassifier(base.Classifier):
     def _unit_test_params(cls):
         yield {"learning_rate": 0.1}
         yield {"optimizer": "adagrad", "l2": 0.001, "frequency_prior": 0.0}
+        yield {"features": ("visits_log", "recency_hours_log")}
 
     @property
     def _multiclass(self) -> bool:
@@ -150,7 +155,12 @@ class ChurnClassifier(base.Classifier):
         if "frequency_prior" not in state:  # a checkpoint from before the prior: it learned without one
             state["frequency_prior"] = 0.0
             state["_regression"].__class__ = OffsetLogisticRegression
+        state.setdefault("features", None)  # ... and from before the model chose its inputs: it read them all
         self.__dict__.update(state)
+
+    def _inputs(self, x: dict) -> dict:
+        """The features of `x` the model reads."""
+        return x if self.features is None else {name: x[name] for name in self.features if name in x}
 
     def prior_logit(self, x: dict) -> float:
         """The fixed part of the logit: `-frequency_prior * visits_log` (0 without that feature)."""
@@ -158,6 +168,7 @@ class ChurnClassifier(base.Classifier):
 
     def learn_one(self, x: dict, y: bool) -> None:
         """Update the scaler statistics, then the regression on the scaled example with the prior as offset."""
+        x = self._inputs(x)
         self._scaler.learn_one(x)
         self._regression.learn_offset_one(self._scaler.transform_one(x), bool(y), self.prior_logit(x))
         self._n_learned += 1
@@ -174,6 +185,7 @@ class ChurnClassifier(base.Classifier):
         `-frequency_prior * (visits_log - mean)` joins the `visits_log` contribution and the rest the
         intercept, so a contribution says how the user differs from the average labelled user.
         """
+        x = self._inputs(x)
         contributions = linear_explanation(self._regression.weights, self._scaler.transform_one(x), 0.0).contributions
         intercept = self._regression.intercept
         if self.frequency_prior and FREQUENCY_FEATURE in x:

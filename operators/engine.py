@@ -26,7 +26,13 @@ from online_models.segments import BehaviourSegmenter
 from operators.attribution import OUTCOME_REWARD, Attribution, OutcomeLabels, PendingDecision
 from operators.cold_start import gate_offer
 from operators.experiments import DEFAULT_SALT, Arm, Experiment, ExperimentsFile, default_experiment
-from operators.features import CHURN_FEATURES, CONTROL_EVENTS, INTERACTION_STRENGTH, UserFeatures
+from operators.features import (
+    CHURN_FEATURES,
+    CHURN_MODEL_FEATURES,
+    CONTROL_EVENTS,
+    INTERACTION_STRENGTH,
+    UserFeatures,
+)
 from operators.long_term import ChurnLabels
 from operators.rules import CANDIDATE_FACTOR, RulesFile
 
@@ -55,7 +61,7 @@ class EngineConfig:
     holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
     experiment_salt: str = DEFAULT_SALT
     churn_horizon_ms: int = 0  # "not churned" labels earlier than this after their decision wait for it (long_term)
-    churn_learning_rate: float = 0.01  # churn model's SGD step per label without a horizon ...
+    churn_learning_rate: float = 0.02  # churn model's SGD step per label without a horizon ...
     churn_horizon_learning_rate: float = 0.002  # ... and with one (a day's labels come in cohort blocks)
     churn_frequency_prior: float = 1.0  # logit -k * log(visits) before labels (online_models.churn)
     offer_min_confidence: float = 0.2  # offers need at least this decision confidence (cold_start)
@@ -80,7 +86,8 @@ class PersonalizationEngine:
         # ADWIN reads as drift: then a drift is only counted (CDNOW, H = 90: 36 to 50 retrains cost 0.06 AUC).
         churn_rate = config.churn_horizon_learning_rate if config.churn_horizon_ms else config.churn_learning_rate
         self.churn_adaptive = DriftAdaptive(
-            partial(ChurnClassifier, learning_rate=churn_rate, frequency_prior=config.churn_frequency_prior),
+            partial(ChurnClassifier, learning_rate=churn_rate, frequency_prior=config.churn_frequency_prior,
+                    features=CHURN_MODEL_FEATURES),
             _learn_example, buffer_size=DRIFT_REPLAY, retrain=not config.churn_horizon_ms)
         self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
         self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)

@@ -36,6 +36,10 @@ CHURN_FEATURES = (
     "chats_per_session",
     *VISIT_FEATURES,
 )
+# What the churn model reads of them: tenure and visit gaps stay in decisions and the long-term record but lowered the
+# model's AUC on the simulator (drift) and on CDNOW (docs/evaluation.md).
+CHURN_MODEL_FEATURES = tuple(name for name in CHURN_FEATURES
+                             if name not in ("tenure_days_log", "visit_gap_hours_log", "mean_visit_gap_hours_log"))
 
 
 class UserFeatures:

@@ -115,7 +115,7 @@ class Settings:
         "Horizon of churn labels: a churn_outcome tells whether the user churned within this many seconds of "
         "their latest event; a 'not churned' that arrives earlier is learned once it has passed, so every "
         "label is learned at the same age. 0: every label is learned on arrival.")
-    churn_learning_rate: float = setting("PULSE_CHURN_LEARNING_RATE", "0.01",
+    churn_learning_rate: float = setting("PULSE_CHURN_LEARNING_RATE", "0.02",
         "SGD step of the churn model per label when labels are learned on arrival (PULSE_CHURN_HORIZON_S 0).")
     churn_horizon_learning_rate: float = setting("PULSE_CHURN_HORIZON_LEARNING_RATE", "0.002",
         "SGD step of the churn model per label when labels have a horizon: a day's labels are then learned as "
