@@ -1,8 +1,6 @@
 # Two commands do all set-up on a fresh Debian machine with Python 3.11: `make demo` and `make test`.
-# The venv's interpreter: Debian's python3.11 where there is one, else python3 (PYTHON=... overrides).
-# Debian's is an optimized build with libpython linked in statically; a plain source build such as pyenv's
-# default (no --enable-optimizations, shared libpython) ran the engine's per-event step 20-25% slower on
-# the same machine (README, Performance: "The interpreter").
+# The venv's interpreter: Debian's python3.11 where there is one, else python3 (PYTHON=... overrides):
+# an optimized build (docs/performance.md, "The interpreter").
 PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -44,13 +42,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# System packages: venv for Debian's Python, redis-server, and chromium for the browser tests (the Kafka-compatible
+# System packages: venv for Debian's Python, redis-server, kcat, and chromium for the browser tests (the Kafka-compatible
 # broker comes from PyPI). Installed with apt-get, through sudo unless root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq
 system-deps:
 	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || { echo "installing python3-venv"; $(APT_INSTALL) python3-venv; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server"; $(APT_INSTALL) redis-server; }
+	@command -v kcat >/dev/null 2>&1 || { echo "installing kcat (tests/test_kcat.py)"; $(APT_INSTALL) kcat; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium (browser tests drive it with Playwright; nothing is downloaded at run time)"; \
 		$(APT_INSTALL) chromium; }

@@ -40,7 +40,8 @@ class Work:
             settings.max_event_bytes,
         )
         engine = PersonalizationEngine(EngineConfig(settings.top_k, settings.churn_threshold,
-                                                    settings.escalation_threshold, settings.seed))
+                                                    settings.escalation_threshold, settings.seed,
+                                                    recommender=settings.recommender_config()))
         self.build = user_logic_builder(engine, None, records, idle_ttl_s=settings.decision_ttl_s)
         self.logics: dict = {}
 

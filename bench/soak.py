@@ -7,7 +7,12 @@ loopback ports, sends simulated events at a steady rate and, every `--fault-ever
 kills the engine with SIGKILL (then restarts it) or stops redis-server for `--redis-down` seconds.
 Afterwards it waits for the engine to catch up and reports events sent, decisions made (distinct events
 and duplicates), dead-lettered records, lost events (valid events without a decision: must be 0), Redis
-consistency, and the engine's memory (RSS) per run. Exit code 0 when nothing was lost.
+consistency, the engine's memory (RSS) per run, and Redis's memory every `--sample-every` seconds (flat
+after warm-up: Redis keeps at most PULSE_EXPLANATIONS_PER_USER + 1 decisions per user). `--fault-every 0`
+injects no faults; `--bounded-broker` keeps the broker's records in pulse.objectstore, as `pulse demo`
+does (it deletes what was read, so use it without engine kills). Exit code 0 when nothing was lost.
+
+    .venv/bin/python bench/soak.py --duration 600 --rate 500 --users 1000 --fault-every 0 --bounded-broker
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.kafka_io import ensure_topics  # noqa: E402
 from pulse.config import Settings  # noqa: E402
-from pulse.localservers import free_port, start_redis, start_tansu, stop_processes  # noqa: E402
+from pulse.localservers import (  # noqa: E402
+    Retention,
+    free_port,
+    start_redis,
+    start_tansu,
+    stop_processes,
+)
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World  # noqa: E402
 
 
@@ -49,7 +60,7 @@ class TopicCounter(threading.Thread):
         self._decisions = decisions
         self.count = 0
         self.decided: Counter[str] = Counter()
-        self.last_of_user: dict[str, str] = {}
+        self.last_of_user: dict[str, tuple[str, bool]] = {}
         self.running = True
 
     def run(self) -> None:
@@ -61,7 +72,8 @@ class TopicCounter(threading.Thread):
                 if self._decisions:
                     decision = orjson.loads(message.value())
                     self.decided[decision["event_id"]] += 1
-                    self.last_of_user[decision["user_id"]] = decision["event_id"]
+                    stored = decision["personalized"] and not decision.get("forgotten")  # else Redis holds nothing
+                    self.last_of_user[decision["user_id"]] = (decision["event_id"], stored)
         self._consumer.close()
 
 
@@ -120,9 +132,29 @@ def send(events: list[SimEvent], sink: KafkaEventSink, rate: float, stop: thread
     sink.flush()
 
 
+def _redis_agrees(raw: bytes | None, event_id: str, stored: bool) -> bool:
+    """Redis holds the user's last decision if it was personalized, and nothing otherwise."""
+    return raw is not None and orjson.loads(raw)["event_id"] == event_id if stored else raw is None
+
+
+def redis_sample(url: str, elapsed_s: float, settings: Settings) -> dict[str, float]:
+    """Redis's memory in use (MiB), its keys, the users it holds decisions of and the memory per user (KiB)
+    now; -1 while it is down."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        used = client.info("memory")["used_memory"]
+        users = sum(1 for _ in client.scan_iter(settings.decision_key("*"), count=1000))
+        return {"t_s": round(elapsed_s), "used_mib": round(used / 2**20, 1), "keys": client.dbsize(), "users": users,
+                "kib_per_user": round(used / 1024 / users, 1) if users else 0.0}
+    except redis.RedisError:
+        return {"t_s": round(elapsed_s), "used_mib": -1, "keys": -1}
+    finally:
+        client.close()
+
+
 def soak(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="pulse-soak-"))
-    kafka = start_tansu()
+    kafka = start_tansu(retention=Retention(("items",)) if args.bounded_broker else None)
     redis_port = free_port()
     redis_server = start_redis(redis_port, workdir / "redis")
     run = uuid.uuid4().hex[:6]
@@ -139,6 +171,7 @@ def soak(args: argparse.Namespace) -> dict:
     sent: list[SimEvent] = []
     stop = threading.Event()
     faults: list[str] = []
+    redis_memory: list[dict[str, float]] = []
     try:
         engine.start()
         decisions.start()
@@ -147,9 +180,13 @@ def soak(args: argparse.Namespace) -> dict:
         sender = threading.Thread(target=send, args=(events, sink, args.rate, stop, sent), daemon=True)
         started = time.monotonic()
         sender.start()
-        next_fault = started + args.fault_every
+        next_fault = started + args.fault_every if args.fault_every > 0 else float("inf")
+        next_sample = started
         while sender.is_alive() and time.monotonic() - started < args.duration + 5:
             engine.sample_rss()
+            if time.monotonic() >= next_sample:
+                redis_memory.append(redis_sample(settings.redis_url, time.monotonic() - started, settings))
+                next_sample += args.sample_every
             if time.monotonic() >= next_fault:
                 if len(faults) % 2 == 0:
                     engine.kill9()
@@ -172,11 +209,10 @@ def soak(args: argparse.Namespace) -> dict:
             time.sleep(0.5)
         time.sleep(2)
         engine.sample_rss()
+        redis_memory.append(redis_sample(settings.redis_url, time.monotonic() - started, settings))
         store = redis.Redis.from_url(settings.redis_url)
-        stale = sum(
-            1 for user, event_id in decisions.last_of_user.items()
-            if (raw := store.get(settings.decision_key(user))) is None or orjson.loads(raw)["event_id"] != event_id
-        )
+        stale = sum(1 for user, (event_id, stored) in decisions.last_of_user.items()
+                    if not _redis_agrees(store.get(settings.decision_key(user)), event_id, stored))
         alive = engine.process is not None and engine.process.poll() is None
     finally:
         decisions.running = dead.running = False
@@ -191,6 +227,7 @@ def soak(args: argparse.Namespace) -> dict:
         "duplicates": sum(n - 1 for n in decisions.decided.values()), "dead_lettered": dead.count,
         "lost": len(lost), "redis_stale_users": stale, "engine_alive_at_end": alive,
         "engine_runs": [{k: round(v, 1) for k, v in r.items() if k != "started"} for r in engine.runs],
+        "redis_memory": redis_memory,
         "workdir": str(workdir),
     }
     if not lost and not stale:
@@ -202,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=180, help="seconds of load (default 180)")
     parser.add_argument("--rate", type=float, default=300, help="events per second (default 300)")
-    parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults (default 30)")
+    parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults (default 30; 0: none)")
+    parser.add_argument("--sample-every", type=float, default=30, help="seconds between Redis memory samples (default 30)")
+    parser.add_argument("--bounded-broker", action="store_true",
+                        help="the broker keeps its records in pulse.objectstore, as the demo's does (no engine kills)")
     parser.add_argument("--redis-down", type=float, default=5, help="seconds redis-server stays down (default 5)")
     parser.add_argument("--snapshot-s", type=int, default=2, help="recovery snapshot interval (default 2)")
     parser.add_argument("--drain-s", type=float, default=120, help="longest wait for the engine to catch up (default 120)")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import orjson
 import redis
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pulse.config import Settings
 

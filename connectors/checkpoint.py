@@ -33,7 +33,7 @@ from operators.engine import PersonalizationEngine
 
 log = logging.getLogger("pulse.checkpoint")
 
-FORMAT = 4  # 4: the Kafka source's recovery state is per partition index (connectors.kafka_source)
+FORMAT = 5  # 5: the recommender learns neighbours and blend weights (online_models.recommender); 4: per-partition Kafka state
 
 
 def bytewax_run_argv() -> list[str]:
@@ -87,7 +87,7 @@ class ModelCheckpoint:
     >>> engine.recommender.learn_one("u1", "i1", "c1", 1.0, 0); checkpoint.learned(); checkpoint.on_snapshot()
     >>> fresh = PersonalizationEngine()
     >>> ModelCheckpoint(fresh, path).restore(), fresh.recommender.version
-    (True, 'reco-hybrid@1')
+    (True, 'reco-hybrid@1/blend@0')
     """
 
     def __init__(self, engine: PersonalizationEngine, path: Path) -> None:
@@ -139,6 +139,7 @@ class ModelCheckpoint:
         """Write the changed user factors, then the shared models atomically, now."""
         engine = self._engine
         recommender = engine.recommender
+        recommender.flush()  # its pending batch holds users' factors for the blend: learned now, not pickled
         changes = recommender.take_changed_users()
         if recommender is self._saved_recommender:
             self._users.write(changes)

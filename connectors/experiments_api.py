@@ -14,8 +14,8 @@ that whole topic (every partition, from the beginning, without a consumer group)
   set its retention to cover the experiment);
 - several gateways each compute the same analysis from the same log (bucket hashes are deterministic).
 
-Its cost is the consumer thread: parsing and folding an outcome takes about 4 µs of the gateway's CPU,
-and memory is bounded (operators/uplift.py). The report says how far the consumer is behind the topic
+Its cost is the consumer thread, which parses and folds each outcome once, and memory is bounded
+(operators/uplift.py). The report says how far the consumer is behind the topic
 (`source.lag`); figures are final for the outcomes read so far.
 """
 
@@ -39,6 +39,7 @@ from confluent_kafka import (
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from connectors.backoff import Backoff
 from operators.experiments import Experiment, ExperimentsFile, default_experiment
 from operators.uplift import METRICS, UpliftAggregator
 from pulse.config import Settings
@@ -101,7 +102,7 @@ class OutcomeFeed(threading.Thread):
 
     def _assign(self, consumer: Consumer) -> bool:
         """Assign every partition of the topic from the beginning, once it exists (retrying with backoff)."""
-        topic, delay = self._settings.topic_outcomes, 0.5
+        topic, backoff = self._settings.topic_outcomes, Backoff(0.5, cap=RETRY_MAX_S)
         while not self._stopping.is_set():
             try:
                 metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
@@ -115,8 +116,7 @@ class OutcomeFeed(threading.Thread):
                 self.error = f"topic {topic} does not exist yet"
             except KafkaException as exc:
                 self.error = f"Kafka unavailable: {exc}"
-            self._stopping.wait(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+            self._stopping.wait(backoff.next())
         return False
 
     def _follow(self, consumer: Consumer) -> None:

@@ -68,11 +68,13 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from connectors.auth import TokenError, read_token
+from connectors.backoff import Backoff
+from connectors.gateway_metrics import GatewayMetrics
 from connectors.http_api import FEED_LIMIT, HttpApi
-from operators.metrics import GatewayMetrics
 from operators.privacy import pseudonymize
 from pulse.config import Settings
 from pulse.runtime import tune_garbage_collector
@@ -292,8 +294,9 @@ class Gateway:
                     self._close_soon(ws, 1008, "rate limit exceeded")
                     continue
                 await self._on_message(client, message)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:  # above MAX_CLIENT_MESSAGE
+                self.metrics.refused.labels("message_too_big").inc()
         finally:
             self._clients.discard(client)
             for channel in client.channels:
@@ -386,7 +389,7 @@ class Gateway:
     async def _dispatch_forever(self) -> None:
         """Route pub/sub messages to subscribers; reconnect with capped exponential backoff."""
         pattern = self._settings.decision_channel("*")
-        delay = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, cap=RECONNECT_MAX_S)
         ever_connected = False
         while True:
             pubsub = self._pubsub_redis.pubsub()
@@ -398,22 +401,25 @@ class Gateway:
                     elif message["type"] == "psubscribe":
                         log.info("%s Redis pub/sub %s", "reconnected to" if ever_connected else "subscribed to", pattern)
                         self._connected.set()
-                        delay = RECONNECT_MIN_S
+                        backoff.reset()
                         if ever_connected:
                             await self._resync()
                         ever_connected = True
             except (RedisError, OSError) as exc:
+                delay = backoff.next()
                 if self._connected.is_set():
                     log.warning("lost Redis pub/sub (%s); reconnecting", exc)
                 else:
                     log.warning("Redis pub/sub unavailable (%s); retrying in %.1fs", exc, delay)
             except Exception:
+                delay = backoff.next()
                 log.exception("dispatcher failed; restarting it in %.1fs", delay)
+            else:
+                delay = backoff.next()  # the subscription ended without an error: reconnect as after one
             finally:
                 self._connected.clear()
                 await pubsub.aclose()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _reap_idle_forever(self) -> None:
         """Close connections that have had no subscription for PULSE_GATEWAY_IDLE_S seconds."""
@@ -432,6 +438,11 @@ class Gateway:
         task.add_done_callback(self._closing.discard)
 
     def _route(self, channel: bytes, data: bytes) -> None:
+        if b'"forgotten":true' in data:  # an erasure: the dashboard's feed drops the user's decisions too
+            user = b'"user_id":' + orjson.dumps(orjson.loads(data)["user_id"])
+            kept = [d for d in self._feed if user not in d]
+            self._feed.clear()
+            self._feed.extend(kept)
         self._feed.append(data)
         self.metrics.decisions_seen.inc()
         clients = self._routes.get(channel)

@@ -10,11 +10,13 @@ from `pulse token`, see connectors/auth.py):
 - ``POST /v1/events`` (operator, or a user token for events of that user only): one JSON event or a JSON
   array of at most ``MAX_BATCH``. Each is validated and produced to its topic (key user_id). Answers 200
   with ``{"accepted": N, "rejected": M, "results": [{"index", "status": "accepted", "event_id", "topic"} |
-  {"index", "status": "rejected"|"failed", "error"}]}``; 400 when the body is not JSON.
+  {"index", "status": "rejected"|"failed", "error"}]}``; 400 when the body is not UTF-8 JSON; 413 above
+  ``MAX_BODY_BYTES``. Every /v1 error is a JSON object ``{"error": "..."}``.
 - ``GET /v1/decisions/{user_id}`` (operator, or that user's token): the latest decision with its
-  explanation; 404 when none is stored.
-- ``GET /v1/explanations/{decision_id}`` (operator): that decision with its explanation (kept for
-  PULSE_DECISION_TTL_S); 404 when unknown or expired.
+  explanation; 404 when none is stored; 401 without a valid credential, 403 with another user's token.
+- ``GET /v1/explanations/{decision_id}`` (operator): that decision with its explanation (one of its user's
+  last PULSE_EXPLANATIONS_PER_USER, kept for PULSE_DECISION_TTL_S; connectors/redis_sink.py); 404 when
+  unknown, expired, erased or made without consent.
 - ``GET /v1/feed?limit=N`` (operator): the newest decisions seen on pub/sub, newest first.
 - ``GET /v1/stats`` (operator): the gateway's counters plus a summary of every engine's metrics
   (PULSE_ENGINE_METRICS), which the dashboard polls.
@@ -43,9 +45,9 @@ from redis.exceptions import RedisError
 
 from connectors.auth import TokenError, operator_allowed, read_token
 from connectors.experiments_api import ExperimentsApi
+from connectors.gateway_metrics import GatewayMetrics
 from connectors.producer import PulseProducer, check_event
-from operators.contracts import InvalidEvent
-from operators.metrics import GatewayMetrics
+from operators.contracts import InvalidEvent, utf8_error
 from operators.privacy import pseudonymize
 from pulse.config import Settings
 
@@ -155,6 +157,8 @@ class HttpApi:
             response = await handler(request)
         except web.HTTPException as exc:
             self._metrics.http.labels(route, str(exc.status)).inc()
+            if exc.status >= 400 and request.path.startswith("/v1/"):  # the API answers errors in JSON
+                return _json({"error": _http_error(exc)}, exc.status)
             raise
         self._metrics.http.labels(route, str(response.status)).inc()
         return response
@@ -191,10 +195,11 @@ class HttpApi:
         user = None if operator else self._token_user(request)
         if not operator and user is None:
             return _json({"error": "credential required: an operator token, or a user token (pulse token USER)"}, 401)
+        raw = await request.read()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return _json({"error": f"body is not JSON: {exc}"}, 400)
+            return _json({"error": f"body is not JSON: {utf8_error(raw) or exc}"}, 400)
         events = body if isinstance(body, list) else [body]
         if len(events) > MAX_BATCH:
             return _json({"error": f"at most {MAX_BATCH} events per request"}, 413)
@@ -242,8 +247,12 @@ class HttpApi:
 
     async def _decision(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        if not self._is_operator(request) and self._token_user(request) != user_id:
-            return _json({"error": "operator token or this user's token required"}, 401)
+        if not self._is_operator(request):
+            token_user = self._token_user(request)
+            if token_user is None:
+                return _json({"error": "operator token or this user's token required"}, 401)
+            if token_user != user_id:
+                return _json({"error": "this user token is for another user"}, 403)
         key = self._settings.pseudonymize_key
         stored_id = pseudonymize(user_id, key) if key else user_id
         return await self._redis_json(self._settings.decision_key(stored_id), f"no decision for user {user_id!r}")
@@ -252,7 +261,13 @@ class HttpApi:
         if not self._is_operator(request):
             return self._denied()
         decision_id = request.match_info["decision_id"]
-        return await self._redis_json(self._settings.explanation_key(decision_id), f"no decision {decision_id!r}")
+        settings = self._settings
+        try:
+            user = await self._redis.get(settings.explanation_key(decision_id))
+            value = None if user is None else await self._redis.hget(settings.explanations_key(user.decode()), decision_id)
+        except RedisError as exc:
+            return _json({"error": f"Redis unavailable: {exc}"}, 503)
+        return _json({"error": f"no decision {decision_id!r}"}, 404) if value is None else _raw_json(value)
 
     async def _redis_json(self, key: str, missing: str) -> web.Response:
         try:
@@ -294,6 +309,14 @@ class HttpApi:
                 return response.status == 200, await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             return False, str(exc) or type(exc).__name__
+
+
+def _http_error(exc: web.HTTPException) -> str:
+    """One line saying what aiohttp refused (its own text, or the status's reason)."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"body larger than {MAX_BODY_BYTES} bytes"
+    text = (exc.text or "").strip()
+    return text if text and not text.startswith(str(exc.status)) else exc.reason
 
 
 def _resolver(loop: asyncio.AbstractEventLoop, done: asyncio.Future[str | None]) -> Callable[[KafkaError | None, Message], None]:

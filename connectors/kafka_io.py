@@ -8,9 +8,16 @@ import time
 import weakref
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    Producer,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.backoff import Backoff
 from connectors.kafka_source import PartitionGroupSource
 from operators.parse import Rejected
 from pulse.config import Settings
@@ -61,7 +68,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
 def ensure_topics_retrying(settings: Settings, budget_s: float) -> list[str]:
     """`ensure_topics`, retrying an unreachable broker with exponential backoff for up to `budget_s` seconds."""
     deadline = time.monotonic() + budget_s
-    backoff = 0.5
+    backoff = Backoff(0.5, cap=5.0)
     while True:
         try:
             return ensure_topics(settings, timeout_s=5.0)
@@ -69,9 +76,9 @@ def ensure_topics_retrying(settings: Settings, budget_s: float) -> list[str]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise
-            log.warning("%s; retrying in %.1fs (giving up in %.0fs)", exc, min(backoff, remaining), remaining)
-            time.sleep(min(backoff, remaining))
-            backoff = min(backoff * 2, 5.0)
+            delay = min(backoff.next(), remaining)
+            log.warning("%s; retrying in %.1fs (giving up in %.0fs)", exc, delay, remaining)
+            time.sleep(delay)
 
 
 def event_source(settings: Settings) -> PartitionGroupSource:

@@ -2,11 +2,10 @@
 partitions with one consumer.
 
 Bytewax's `KafkaSource` runs one consumer per topic partition and lets each poll block for a
-millisecond when it has nothing; with three input topics a worker spent most of an idle round
-waiting in empty polls while messages queued in the other consumers (event -> ingest p50 19 ms
-at 1,000 events/s, 12 ms with a single partition per topic). Here partition `i` of every input
-topic is one Bytewax partition, read with non-blocking polls; Bytewax waits 1 ms before polling an
-empty partition again, without holding up the rest of the worker.
+millisecond when it has nothing, so with three input topics a worker waits in empty polls while
+messages queue in the other consumers. Here partition `i` of every input topic is one Bytewax
+partition, read with non-blocking polls; Bytewax waits 1 ms before polling an empty partition
+again, without holding up the rest of the worker.
 
 The Bytewax partitions of one worker share one consumer (`_WorkerConsumer`), which deals what it
 fetches to each partition's buffer. One consumer per partition made one fetch loop per partition:

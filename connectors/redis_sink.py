@@ -1,8 +1,24 @@
-"""Batched Redis sink: latest decision per user (SET with TTL) and PUBLISH on the user's channel.
+"""Batched Redis sink: what Redis holds about each user, bounded per user, and erased in one step.
+
+Per user Redis holds (PREFIX = PULSE_REDIS_PREFIX, U = the stored user id, pseudonymized when configured):
+- ``PREFIX:decision:U``: the latest decision (a string);
+- ``PREFIX:explanations:U``: the user's last PULSE_EXPLANATIONS_PER_USER decisions with their explanations
+  (a hash, decision id -> decision), and ``PREFIX:explanation-ids:U`` their ids, newest first (a list);
+- ``PREFIX:explanation:D`` for each of those decisions D: the stored user id, so that
+  ``GET /v1/explanations/D`` finds the user's hash (the index is as bounded as the hash: an entry
+  leaves it when its decision leaves the user's last N).
+Every key expires PULSE_DECISION_TTL_S after the user's latest decision. So Redis holds at most N + 1
+decisions per user active within the TTL, whatever the traffic.
+
+A decision is written by one script call (``STORE``: set latest, add to the hash, trim it to N, refresh
+the TTLs, publish). A `forget_user` decision, and any decision made without consent (``personalized``
+false), erase instead (``ERASE``: delete the user's keys and index entries, then publish): one bounded
+step (at most N + 3 keys), atomic in Redis, so nothing about the user is left whatever the traffic.
+Decisions without consent are published to subscribers, never stored.
 
 A batch is encoded once as raw RESP commands and sent in one write on one connection: redis-py's
-pipeline builds each command through several Python layers, which cost about three times the time
-Redis itself needs for these writes (bench/throughput.py, "redis pipelined writes").
+pipeline builds each command through several Python layers, which cost more than Redis itself
+needs for these writes.
 """
 
 from __future__ import annotations
@@ -13,16 +29,37 @@ import time
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.backoff import Backoff
 from operators.user_state import DecisionOut
 from pulse.config import Settings
 
 log = logging.getLogger("pulse.redis")
 
 MAX_BACKOFF_S = 5.0
-# SET key payload EX ttl, SET explanation-key payload EX ttl, PUBLISH channel payload (see resp_command).
-_DECISION_COMMANDS = (b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n"
-                      b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nEX\r\n$%d\r\n%b\r\n"
-                      b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n")
+
+# KEYS: latest, hash, ids. ARGV: payload, ttl, keep, decision id, index prefix, stored user id, channel.
+STORE = b"""local latest, hash, ids = KEYS[1], KEYS[2], KEYS[3]
+local payload, ttl, keep, decision, index = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+redis.call('SET', latest, payload, 'EX', ttl)
+redis.call('HSET', hash, decision, payload)
+redis.call('LREM', ids, 0, decision)
+redis.call('LPUSH', ids, decision)
+redis.call('SET', index .. decision, ARGV[6], 'EX', ttl)
+while redis.call('LLEN', ids) > keep do
+  local old = redis.call('RPOP', ids)
+  redis.call('HDEL', hash, old)
+  redis.call('DEL', index .. old)
+end
+redis.call('EXPIRE', hash, ttl)
+redis.call('EXPIRE', ids, ttl)
+return redis.call('PUBLISH', ARGV[7], payload)"""
+
+# KEYS: latest, hash, ids. ARGV: payload, index prefix, channel.
+ERASE = b"""for _, old in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  redis.call('DEL', ARGV[2] .. old)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return redis.call('PUBLISH', ARGV[3], ARGV[1])"""
 
 
 def resp_command(*args: bytes) -> bytes:
@@ -34,12 +71,14 @@ def resp_command(*args: bytes) -> bytes:
 
 
 class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
-    """Writes batches of decisions to Redis: SET latest + SET by decision id (both with TTL) + PUBLISH; DEL on forget."""
+    """Writes batches of decisions to Redis: one script call per decision, storing or erasing (module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
         self._ttl = str(settings.decision_ttl_s).encode()
+        self._keep = str(settings.explanations_per_user).encode()
+        self._index = settings.explanation_key("").encode()
 
     def write_batch(self, items: list[DecisionOut]) -> None:
         """One round trip per batch; retried with backoff until Redis accepts it (nothing is dropped).
@@ -49,36 +88,31 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
         if not items:
             return
         packed, n_replies = self.encode(items)
-        backoff = 0.1
+        backoff = Backoff(0.1, cap=MAX_BACKOFF_S)
         while True:
             try:
                 self._send(packed, n_replies)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                delay = backoff.next()
+                log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, delay)
+                time.sleep(delay)
 
     def encode(self, items: list[DecisionOut]) -> tuple[bytes, int]:
-        """The batch's commands as one RESP buffer, and how many replies they produce."""
-        settings, ttl = self._settings, self._ttl
+        """The batch's commands as one RESP buffer, and how many replies they produce (one per decision)."""
+        settings, ttl, keep, index = self._settings, self._ttl, self._keep, self._index
         commands = []
-        n_replies = 0
         for item in items:
-            key = settings.decision_key(item.user_id).encode()
+            user = item.user_id.encode()
+            keys = (settings.decision_key(item.user_id).encode(), settings.explanations_key(item.user_id).encode(),
+                    settings.explanation_ids_key(item.user_id).encode())
             channel = settings.decision_channel(item.user_id).encode()
-            if item.forget:
-                commands.append(resp_command(b"DEL", key))
-                commands.append(resp_command(b"PUBLISH", channel, item.payload))
-                n_replies += 2
-            else:  # the three commands of a decision in one formatting step (this loop runs for every decision)
-                explanation = settings.explanation_key(item.decision_id).encode()
-                payload = item.payload
-                commands.append(_DECISION_COMMANDS % (len(key), key, len(payload), payload, len(ttl), ttl,
-                                                      len(explanation), explanation, len(payload), payload, len(ttl),
-                                                      ttl, len(channel), channel, len(payload), payload))
-                n_replies += 3
-        return b"".join(commands), n_replies
+            if item.forget or not item.personal:
+                commands.append(resp_command(b"EVAL", ERASE, b"3", *keys, item.payload, index, channel))
+            else:
+                commands.append(resp_command(b"EVAL", STORE, b"3", *keys, item.payload, ttl, keep,
+                                             item.decision_id.encode(), index, user, channel))
+        return b"".join(commands), len(items)
 
     def _send(self, packed: bytes, n_replies: int) -> None:
         pool = self._client.connection_pool

@@ -13,6 +13,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from online_models.metrics import auc_statistic
+
 __all__ = ["GroupResampler", "weighted_auc", "weighted_log_loss"]
 
 
@@ -76,29 +78,7 @@ class GroupResampler:
         return out
 
 
-def weighted_auc(y: Sequence[bool], scores: Sequence[float]) -> Callable[[np.ndarray], float]:
-    """A statistic: ROC AUC of `scores` for labels `y` under record weights (ties count one half).
-
-    >>> auc = weighted_auc([True, False, True, False], [0.9, 0.1, 0.4, 0.4])
-    >>> auc(np.ones(4))
-    0.875
-    """
-    order = np.argsort(np.asarray(scores, dtype=float), kind="stable")
-    sorted_scores = np.asarray(scores, dtype=float)[order]
-    positive = np.asarray(y, dtype=bool)[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]) if len(order) else np.array([], int)
-
-    def statistic(weights: np.ndarray) -> float:
-        w = weights[order]
-        pos = np.add.reduceat(w * positive, starts) if len(starts) else np.array([])
-        neg = np.add.reduceat(w * ~positive, starts) if len(starts) else np.array([])
-        total_pos, total_neg = pos.sum(), neg.sum()
-        if total_pos <= 0 or total_neg <= 0:
-            return float("nan")
-        below = np.cumsum(neg) - neg
-        return float((pos @ (below + 0.5 * neg)) / (total_pos * total_neg))
-
-    return statistic
+weighted_auc = auc_statistic  # the AUC under record weights (online_models.metrics)
 
 
 def weighted_log_loss(y: Sequence[bool], probabilities: Sequence[float], eps: float = 1e-15) -> Callable[[np.ndarray], float]:

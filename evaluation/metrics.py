@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from river import metrics
 
+from online_models.metrics import roc_auc  # re-exported: the exact AUC of every report
+
 __all__ = [
     "bootstrap_lift",
     "catalog_coverage",
@@ -75,30 +77,6 @@ def _counts(values: Sequence[str]) -> list[int]:
     for v in values:
         counts[v] = counts.get(v, 0) + 1
     return list(counts.values())
-
-
-def roc_auc(y_true: Sequence[bool], scores: Sequence[float]) -> float:
-    """Exact ROC AUC (Mann-Whitney U with average ranks for ties); nan when only one class is present.
-
-    >>> roc_auc([False, True, False, True], [0.1, 0.9, 0.4, 0.3])
-    0.75
-    """
-    y = np.asarray(y_true, dtype=bool)
-    s = np.asarray(scores, dtype=float)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def classification_report(y_true: Sequence[bool], probabilities: Sequence[float], threshold: float = 0.5) -> dict:

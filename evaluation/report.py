@@ -90,7 +90,7 @@ def _off_policy(result: dict) -> dict[str, Any]:
                              "snips": snips(rewards, props, t) if not name.startswith("logged") else float(np.mean(rewards))}
                       for name, t in targets.items()},
         "on_policy_mean_reward": on_policy,
-        "pulls": dict(result["bandit"].pulls),
+        "pulls": {arm: int(n) for arm, n in result["bandit"]._counts.items()},
     }
 
 

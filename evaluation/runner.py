@@ -27,12 +27,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from river.utils.math import sigmoid
 
 from evaluation import metrics as M
 from online_models import ChurnClassifier, HybridRecommender, SentimentClassifier
 from online_models.bandit import NBA_ACTIONS, EpsilonGreedyBandit
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive
+from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
 from online_models.selection import ModelSelector
 from operators.engine import EngineConfig, PersonalizationEngine
@@ -88,7 +90,7 @@ def _learn_sentiment(model: SentimentClassifier, ex: tuple) -> None:
 
 
 TASKS: dict[str, tuple[Callable[[int], Any], Callable[[Any, tuple], None]]] = {
-    "reco": (lambda seed: HybridRecommender(seed=seed), _learn_reco),
+    "reco": (lambda seed: HybridRecommender(seed=seed, **RecommenderConfig().parameters()), _learn_reco),
     "churn": (lambda seed: ChurnClassifier(learning_rate=EngineConfig().churn_learning_rate,
                                            features=CHURN_MODEL_FEATURES), _learn_churn),  # as the engine's
     "sentiment": (lambda seed: SentimentClassifier(), _learn_sentiment),
@@ -200,10 +202,6 @@ def _bandit_context(decision: dict[str, Any], segment: int, n_segments: int) -> 
     return context
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
     """Absolute errors of a personalized decision's explanations (all ~0 when they are exact)."""
     errors: dict[str, float] = {}
@@ -212,13 +210,13 @@ def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
         e = churn["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["churn_sum"] = abs(total - e["score"])
-        errors["churn_probability"] = abs(_sigmoid(e["score"]) - churn["probability"])
+        errors["churn_probability"] = abs(sigmoid(e["score"]) - churn["probability"])
     message = (decision.get("sentiment") or {}).get("message")
     if message:
         e = message["explanation"]
         total = math.fsum([e["intercept"], *e["contributions"].values()])
         errors["sentiment_sum"] = abs(total - e["score"])
-        errors["sentiment_score"] = abs(2.0 * _sigmoid(e["score"]) - 1.0 - message["score"])
+        errors["sentiment_score"] = abs(2.0 * sigmoid(e["score"]) - 1.0 - message["score"])
     recs = decision.get("recommendations") or []
     if recs:
         errors["recommendation_sum"] = max(abs(math.fsum(r["components"].values()) - r["score"]) for r in recs)
@@ -270,7 +268,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
         if entry is not None:
             decision_log.append(entry)
             if entry["context"] is not None:  # the bandit learns once the decision's outcome is complete
-                bandit.learn_one(entry["context"], entry["action"], entry["reward"])
+                bandit.update(entry["action"], entry["context"], entry["reward"])
 
     iterator = iter(stream)
     if progress:
@@ -292,7 +290,8 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 profile = variant.profiles[uid] = UserFeatures(first_ts=ts)
             reco_error = churn_error = sent_error = None
             if organic_view:
-                ranked = variant.model("reco").rank(uid, K, profile.normalized_affinity(), now_ms=ts)
+                ranked = variant.model("reco").rank(uid, K, profile.normalized_affinity(), now_ms=ts,
+                                                    context=profile.items.recent)
                 ids = [r.item_id for r in ranked]
                 hit = M.hit_at_k(ids, event["item_id"], K)
                 rec.reco.append((step, hit, M.ndcg_at_k(ids, event["item_id"], K),
@@ -319,10 +318,11 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                     for cmodel in churn_candidates.values():
                         cmodel.learn_one(x, event["churned"])
             # learn, exactly like PersonalizationEngine._learn
+            context, affinity = profile.items.recent, profile.category_affinity.copy()
             profile.update(event)
             item_id = event.get("item_id")
             if item_id is not None and etype in INTERACTION_STRENGTH:
-                example = (uid, item_id, event.get("category") or "unknown", INTERACTION_STRENGTH[etype], ts)
+                example = (uid, item_id, event.get("category"), INTERACTION_STRENGTH[etype], ts, context, affinity)
                 variant.learn(step, "reco", example, reco_error)
                 reco_error = None
             elif reco_error is not None and variant.adaptive and variant.adaptive["reco"].observe_error(reco_error):
@@ -385,7 +385,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
             if arm == "personalized+bandit":
                 context = _bandit_context(decision, segment, segmenter.n_segments)
                 greedy_action = bandit.greedy_one(context)  # what it has learned, apart from exploring
-                action, propensity = bandit.predict_one(context)
+                action, propensity, _ = bandit.choose_one(context)
                 served["action"] = {"name": action, "propensity": propensity, "reason": "contextual bandit"}
             if on_decision is not None:
                 on_decision(arm, event, served)

@@ -6,11 +6,12 @@ logged decisions can evaluate other policies off-policy with `ips` / `snips`.
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-from river import linear_model, optim
+from river import bandit, base, linear_model, optim, stats
 
 from online_models.actions import ACTIONS, WIN_BACK_OFFER
 from online_models.scaling import BoundedStandardScaler
@@ -26,29 +27,31 @@ def _default_model():
 
     With standardized values bounded by 3, weights learning at 0.001 and the intercept at 0.01, one step
     moves the prediction by at most `0.001 * 9 * d + 0.01` of its error for `d` features: less than all
-    of it (no overshoot) for up to 110 features. (SGD at 0.01 on unbounded values diverged to predicted
-    rewards of 1e11 within 30,000 events of the simulator.)
+    of it (no overshoot) for up to 110 features; unbounded values and larger steps can diverge.
     """
     return BoundedStandardScaler(bound=3.0) | linear_model.LinearRegression(
         optimizer=optim.SGD(0.001), intercept_lr=0.01, l2=0.0
     )
 
 
-class EpsilonGreedyBandit:
-    """Contextual epsilon-greedy: exploit the action with the best predicted reward, explore uniformly with `epsilon`.
+class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
+    """Contextual epsilon-greedy, a River contextual policy: the best predicted reward, or uniform with `epsilon`.
 
-    `predict_one(context)` returns `(action, propensity)`; `learn_one(context, action, reward)`
-    updates only that action's reward model (how rewards arrive is up to the caller).
-    With `k` actions the greedy action has propensity `1 - epsilon + epsilon / k`, every other `epsilon / k`.
+    River's protocol: `pull(arm_ids, context)` chooses an arm, `update(arm_id, context, reward)` teaches
+    that arm's reward model (how rewards arrive is up to the caller). Pulse's extension, `choose_one`,
+    also returns the choice's propensity: with `k` actions the greedy one has `1 - epsilon + epsilon / k`,
+    every other `epsilon / k`, so logged choices support off-policy evaluation (`ips`, `snips`).
 
-    >>> bandit = EpsilonGreedyBandit(actions=("a", "b"), epsilon=0.1, seed=1)
+    >>> policy = EpsilonGreedyBandit(actions=("a", "b"), epsilon=0.1, seed=1)
     >>> for _ in range(300):
-    ...     bandit.learn_one({"x": 1.0}, "a", 0.0)
-    ...     bandit.learn_one({"x": 1.0}, "b", 1.0)
-    >>> bandit.greedy_one({"x": 1.0})
+    ...     policy.update("a", {"x": 1.0}, 0.0)
+    ...     policy.update("b", {"x": 1.0}, 1.0)
+    >>> policy.greedy_one({"x": 1.0})
     'b'
-    >>> bandit.probabilities({"x": 1.0})
+    >>> policy.probabilities({"x": 1.0})
     {'a': 0.05, 'b': 0.95}
+    >>> policy.pull(["a", "b"], {"x": 1.0}) in ("a", "b")
+    True
     """
 
     def __init__(
@@ -56,17 +59,36 @@ class EpsilonGreedyBandit:
         actions: Sequence[str] = NBA_ACTIONS,
         epsilon: float = 0.1,
         seed: int = 0,
-        model_factory: Callable[[], object] = _default_model,
+        model_factory: Callable[[], object] | None = None,
     ) -> None:
         if len(actions) < 1 or len(set(actions)) != len(actions):
             raise ValueError("actions must be non-empty and distinct")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        super().__init__(reward_obj=stats.Mean(), burn_in=0)
         self.actions = tuple(actions)
         self.epsilon = epsilon
+        self.seed = seed
+        self.model_factory = model_factory
         self._rng = random.Random(seed)
-        self._models = {action: model_factory() for action in self.actions}
-        self.pulls = {action: 0 for action in self.actions}
+        make = _default_model if model_factory is None else model_factory
+        self._models = {action: make() for action in self.actions}
+
+    def __setstate__(self, state: dict) -> None:
+        if "pulls" in state:  # a checkpoint from before the policy was River's: counts were `pulls`
+            pulls = state.pop("pulls")
+            state.update(reward_obj=stats.Mean(), reward_scaler=None, burn_in=0, seed=0, model_factory=None,
+                         _rewards=collections.defaultdict(stats.Mean),
+                         _counts=collections.Counter(pulls), _n=sum(pulls.values()))
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return base.Base.__repr__(self)  # River's estimators' form (the policy's table needs pulled arms)
+
+    @property
+    def n_updates(self) -> int:
+        """Rewards learned so far."""
+        return self._n
 
     def expected_rewards(self, context: Mapping[str, float]) -> dict[str, float]:
         """Predicted reward of each action in this context."""
@@ -74,46 +96,49 @@ class EpsilonGreedyBandit:
 
     def greedy_one(self, context: Mapping[str, float]) -> str:
         """The action with the highest predicted reward (ties: the first in `actions`)."""
-        return self._greedy(self.expected_rewards(context))
+        return self._greedy(self.expected_rewards(context), self.actions)
 
     def probabilities(self, context: Mapping[str, float]) -> dict[str, float]:
         """The policy's probability of each action in this context."""
-        return self._probabilities(self.greedy_one(context))
-
-    def predict_one(self, context: Mapping[str, float]) -> tuple[str, float]:
-        """Choose an action; return it with its propensity."""
-        action, propensity, _ = self.choose_one(context)
-        return action, propensity
+        return self._probabilities(self.greedy_one(context), self.actions)
 
     def choose_one(self, context: Mapping[str, float]) -> tuple[str, float, dict[str, float]]:
         """Choose an action; return it with its propensity and every action's predicted reward (one pass of the models)."""
         rewards = self.expected_rewards(context)
-        greedy = self._greedy(rewards)
-        if self._rng.random() < self.epsilon:
-            action = self.actions[self._rng.randrange(len(self.actions))]
-        else:
-            action = greedy
-        return action, self._probabilities(greedy)[action], rewards
+        action, greedy = self._choose(rewards, self.actions)
+        return action, self._probabilities(greedy, self.actions)[action], rewards
 
-    def _greedy(self, rewards: Mapping[str, float]) -> str:
-        best = self.actions[0]
-        for action in self.actions[1:]:
+    def _pull(self, arm_ids: list[str], context: dict) -> str:  # type: ignore[override]
+        rewards = self.expected_rewards(context)
+        return self._choose(rewards, tuple(arm_ids))[0]
+
+    def update(self, arm_id: str, context: Mapping[str, float], reward: float) -> None:  # type: ignore[override]
+        """Teach the chosen action's reward model the observed reward."""
+        if arm_id not in self._models:
+            raise ValueError(f"unknown action {arm_id!r}")
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward}")
+        super().update(arm_id, context, float(reward))
+        self._models[arm_id].learn_one(dict(context), float(reward))
+
+    def _choose(self, rewards: Mapping[str, float], arms: tuple[str, ...]) -> tuple[str, str]:
+        """(the chosen arm, the greedy arm): the greedy one, or with probability `epsilon` a uniform draw."""
+        greedy = self._greedy(rewards, arms)
+        if self._rng.random() < self.epsilon:
+            return arms[self._rng.randrange(len(arms))], greedy
+        return greedy, greedy
+
+    @staticmethod
+    def _greedy(rewards: Mapping[str, float], arms: tuple[str, ...]) -> str:
+        best = arms[0]
+        for action in arms[1:]:
             if rewards[action] > rewards[best]:
                 best = action
         return best
 
-    def _probabilities(self, greedy: str) -> dict[str, float]:
-        explore = self.epsilon / len(self.actions)
-        return {a: round(explore + (1.0 - self.epsilon if a == greedy else 0.0), 12) for a in self.actions}
-
-    def learn_one(self, context: Mapping[str, float], action: str, reward: float) -> None:
-        """Teach the chosen action's reward model the observed reward."""
-        if action not in self._models:
-            raise ValueError(f"unknown action {action!r}")
-        if not math.isfinite(reward):
-            raise ValueError(f"reward must be finite, got {reward}")
-        self._models[action].learn_one(dict(context), float(reward))
-        self.pulls[action] += 1
+    def _probabilities(self, greedy: str, arms: tuple[str, ...]) -> dict[str, float]:
+        explore = self.epsilon / len(arms)
+        return {a: round(explore + (1.0 - self.epsilon if a == greedy else 0.0), 12) for a in arms}
 
 
 def ips(rewards: Sequence[float], propensities: Sequence[float], target_probabilities: Sequence[float]) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from river import base, linear_model, optim
+from river.utils.math import sigmoid
 
 from online_models.explanation import Explanation, linear_explanation
 from online_models.scaling import BoundedStandardScaler
@@ -175,7 +176,7 @@ class ChurnClassifier(base.Classifier):
 
     def predict_proba_one(self, x: dict) -> dict[bool, float]:
         """`{False: 1 - p, True: p}` with p = P(churn); the prior's alone before any learning."""
-        p = _sigmoid(self.explain_one(x).score)
+        p = float(sigmoid(self.explain_one(x).score))
         return {False: 1.0 - p, True: p}
 
     def explain_one(self, x: dict) -> Explanation:
@@ -193,7 +194,3 @@ class ChurnClassifier(base.Classifier):
             contributions[FREQUENCY_FEATURE] += self.prior_logit(x) - self.prior_logit({FREQUENCY_FEATURE: mean})
             intercept += self.prior_logit({FREQUENCY_FEATURE: mean})
         return Explanation(intercept=intercept, contributions=contributions)
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))

@@ -43,7 +43,7 @@ class ExploringPolicy:
     @property
     def n_rewards(self) -> int:
         """Rewards learned so far."""
-        return sum(self.bandit.pulls.values())
+        return self.bandit.n_updates
 
     @property
     def version(self) -> str:
@@ -77,4 +77,4 @@ class ExploringPolicy:
     def learn_one(self, context: Mapping[str, float], action: str, reward: float) -> None:
         """Learn the reward an action earned (guardrail actions are not the bandit's)."""
         if action in BANDIT_ACTIONS:
-            self.bandit.learn_one(context, action, reward)
+            self.bandit.update(action, context, reward)

@@ -1,16 +1,31 @@
-"""Hybrid recommender: collaborative (River BiasedMF on implicit feedback) + content (category affinity) + popularity.
+"""Hybrid recommender: collaborative factors, content, popularity and transition-aware neighbours of the user's
+recent items, blended with weights learned online.
 
-Components, each scaled to roughly [0, 1] before weighting:
+Components of an item's score for a user, each scaled to about [0, 1]:
 
-- collaborative: the MF-predicted interaction strength for (user, item) divided by the largest
-  strength learned so far (a predicted "strongest interaction" scores about 1). It is 0 for every
-  item when the MF has never learned about the user.
+- collaborative: the MF-predicted interaction strength for (user, item) (River `BiasedMF` on implicit
+  feedback: the interactions at least `collaborative_min_strength` strong, each with `negative_samples`
+  random items as 0) divided by the largest strength learned so far. It is 0 for every item when the MF
+  has never learned about the user.
 - content: the caller's affinity of the user for the item's category (a weight in [0, 1]).
 - popularity: `log1p(decayed count) / log1p(max decayed count)` over the catalog, where each
   interaction counts 1 and halves in weight every `popularity_half_life_s`.
+- neighbours: the item's similarity to the user's recent items (the context, below) through item-to-item
+  neighbours learned from users' sequences (online_models.item_neighbours: co-occurrence within the
+  recent items plus transitions to the items that came next; bounded memory per item), summed with the
+  context weights and divided by the largest such sum over the catalog.
 
-`score = cf_weight * collaborative + content_weight * content + popularity_weight * popularity`;
-a `Recommendation` reports the weighted components, which sum to its score.
+The context is the user's recent distinct items (operators.item_memory), newest first. Item k (k = 0 the
+newest) weighs `CONTEXT_POSITION_DECAY**k * sqrt(strength) * (CONTEXT_FLOOR + (1 - CONTEXT_FLOOR) *
+2**(-age / context_half_life_s))`: recent, strong (a purchase about twice a view) and fresh items count most.
+
+`score = sum(weight[c] * component[c])`, and a `Recommendation` reports the weighted components, which sum
+to its score. The weights start at the constructor's values and are learned online (online_models.blend)
+from every interaction at least as strong as a click: the item the user took against `blend_negatives`
+random catalog items, each valued under the context the user had just before (a random `blend_sample` of
+those interactions: a few weights need few examples). Neighbour pairs and blend steps are learned in
+batches of `learn_batch` interactions (numpy's cost per call is paid once per batch): until its batch is
+learned, an interaction counts in popularity and the MF only.
 """
 
 from __future__ import annotations
@@ -26,9 +41,21 @@ from typing import NamedTuple
 import numpy as np
 
 from online_models.biased_mf import InPlaceBiasedMF
+from online_models.blend import SoftmaxBlend
+from online_models.item_keys import CONTEXT_RECORD, context_records, item_key
+from online_models.item_neighbours import ItemNeighbours
 
-__all__ = ["CategoryFilter", "HybridRecommender", "RankedItems", "Recommendation"]
+__all__ = [
+    "COMPONENTS", "UNKNOWN_CATEGORY", "CategoryFilter", "HybridRecommender", "RankedItems", "Recommendation",
+    "RecommenderConfig",
+]
 
+COMPONENTS = ("collaborative", "content", "popularity", "neighbours")  # the blended components
+UNKNOWN_CATEGORY = "unknown"  # of an item learned from an event without a category and not in the catalog
+CONTEXT_POSITION_DECAY = 0.9
+CONTEXT_FLOOR = 0.2  # share of a context item's weight that never fades with its age
+OUTCOME_STRENGTH = 2.0  # interactions at least this strong (click, cart, purchase) teach the blend
+_MAX_CONTEXT = 256
 _INITIAL_CAPACITY = 64
 # Popularity counts are stored multiplied by 2**((t - reference) / half-life); once that growing
 # scale factor exceeds 2**_MAX_SCALE_EXPONENT, counts are renormalized and the reference moved.
@@ -36,6 +63,12 @@ _MAX_SCALE_EXPONENT = 512.0
 # Reading popularity more than this many half-lives before the reference is read as at that bound
 # (keeps scaled counts times the decay factor finite).
 _MAX_UNDECAY_EXPONENT = 64.0
+# A context record's weight is `(_LASTING + _FADING * 2**(-age / half-life)) * _STRENGTH_ROOTS[strength]`,
+# the first two by position from the newest (see the module doc).
+_FADING = (1.0 - CONTEXT_FLOOR) * CONTEXT_POSITION_DECAY ** np.arange(_MAX_CONTEXT)
+_LASTING = CONTEXT_FLOOR * CONTEXT_POSITION_DECAY ** np.arange(_MAX_CONTEXT)
+_STRENGTH_ROOTS = np.sqrt(np.arange(256.0))
+_FADING_OLDEST_FIRST, _LASTING_OLDEST_FIRST = _FADING[::-1].copy(), _LASTING[::-1].copy()  # for whole contexts
 
 
 class Recommendation(NamedTuple):
@@ -61,23 +94,27 @@ class RankedItems(Sequence[Recommendation]):
 
     Business rules (exclusions, diversity caps, pins) need spare candidates but keep only k of them:
     item ids and categories are at hand for choosing, and the rest is built only for the kept items.
-    Components are held as columns: collaborative, content, popularity and, with category boosts, boost.
+    Components are held as columns: collaborative, content, popularity, neighbours and, with category
+    boosts, boost.
     """
 
-    __slots__ = ("item_ids", "categories", "_scores", "_collaborative", "_content", "_popularity", "_boost")
+    __slots__ = ("_boost", "_collaborative", "_content", "_neighbours", "_popularity", "_scores", "categories",
+                 "item_ids")
 
     def __init__(self, item_ids: list[str], categories: list[str], scores: list[float], collaborative: list[float],
-                 content: list[float], popularity: list[float], boost: list[float] | None = None) -> None:
+                 content: list[float], popularity: list[float], neighbours: list[float],
+                 boost: list[float] | None = None) -> None:
         self.item_ids = item_ids
         self.categories = categories
         self._scores = scores
         self._collaborative = collaborative
         self._content = content
         self._popularity = popularity
+        self._neighbours = neighbours
         self._boost = boost
 
     @classmethod
-    def of(cls, recommendations: Sequence[Recommendation]) -> "RankedItems":
+    def of(cls, recommendations: Sequence[Recommendation]) -> RankedItems:
         """The given recommendations, in order (all with a boost component or all without)."""
         def column(name: str) -> list[float]:
             return [r.components[name] for r in recommendations]
@@ -85,12 +122,12 @@ class RankedItems(Sequence[Recommendation]):
         boosted = bool(recommendations) and "boost" in recommendations[0].components
         return cls([r.item_id for r in recommendations], [r.category for r in recommendations],
                    [r.score for r in recommendations], column("collaborative"), column("content"),
-                   column("popularity"), column("boost") if boosted else None)
+                   column("popularity"), column("neighbours"), column("boost") if boosted else None)
 
     @classmethod
-    def empty(cls) -> "RankedItems":
+    def empty(cls) -> RankedItems:
         """No items."""
-        return cls([], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [])
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -111,17 +148,35 @@ class RankedItems(Sequence[Recommendation]):
 
     def _components(self, position: int) -> dict[str, float]:
         components = {"collaborative": self._collaborative[position], "content": self._content[position],
-                      "popularity": self._popularity[position]}
+                      "popularity": self._popularity[position], "neighbours": self._neighbours[position]}
         if self._boost is not None:
             components["boost"] = self._boost[position]
         return components
 
 
+@dataclass(frozen=True, slots=True)
+class RecommenderConfig:
+    """The recommender's tunables that deployments set (pulse.config: PULSE_RECO_*)."""
+
+    popularity_half_life_s: float = 604800.0
+    neighbour_slots: int = 64
+    context_half_life_s: float = 600.0
+    blend_learning_rate: float = 0.05
+    collaborative_min_strength: float = 2.0
+
+    def parameters(self) -> dict[str, float | int]:
+        """Keyword arguments of `HybridRecommender`."""
+        return {"popularity_half_life_s": self.popularity_half_life_s, "neighbour_slots": self.neighbour_slots,
+                "context_half_life_s": self.context_half_life_s, "blend_learning_rate": self.blend_learning_rate,
+                "collaborative_min_strength": self.collaborative_min_strength}
+
+
 class HybridRecommender:
-    """Top-k items for a user from collaborative, content and popularity signals, scored with numpy.
+    """Top-k items for a user from collaborative, content, popularity and neighbour signals, scored with numpy.
 
     Item latents and biases of River's `BiasedMF` are mirrored into numpy arrays for the items each
-    update touches, so ranking the whole catalog is a handful of vector operations.
+    update touches, so ranking the whole catalog is a handful of vector operations; the neighbour terms
+    are gathered sparsely from the context items' bounded neighbour lists.
 
     >>> rec = HybridRecommender(seed=42)
     >>> rec.learn_one("ann", "tent", "outdoor", strength=1.0, ts_ms=0)
@@ -139,53 +194,79 @@ class HybridRecommender:
         cf_weight: float = 1.0,
         content_weight: float = 1.0,
         popularity_weight: float = 0.5,
-        popularity_half_life_s: float = 3600.0,
+        neighbours_weight: float = 1.0,
+        popularity_half_life_s: float = 604800.0,
         negative_samples: int = 1,
         learning_rate: float = 0.05,
         seed: int = 0,
+        neighbour_slots: int = 64,
+        context_half_life_s: float = 600.0,
+        blend_learning_rate: float = 0.05,
+        blend_negatives: int = 20,
+        blend_sample: float = 0.1,
+        learn_batch: int = 256,
+        collaborative_min_strength: float = 0.0,
     ) -> None:
         if n_factors < 1:
             raise ValueError(f"n_factors must be >= 1, got {n_factors}")
-        for name, weight in (("cf_weight", cf_weight), ("content_weight", content_weight),
-                             ("popularity_weight", popularity_weight)):
+        initial = {"collaborative": cf_weight, "content": content_weight, "popularity": popularity_weight,
+                   "neighbours": neighbours_weight}
+        for name, weight in initial.items():
             if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {weight}")
-        if not (math.isfinite(popularity_half_life_s) and popularity_half_life_s > 0):
-            raise ValueError(f"popularity_half_life_s must be finite and > 0, got {popularity_half_life_s}")
+                raise ValueError(f"the initial {name} weight must be finite and >= 0, got {weight}")
+        for name, value in (("popularity_half_life_s", popularity_half_life_s),
+                            ("context_half_life_s", context_half_life_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
         if negative_samples < 0:
             raise ValueError(f"negative_samples must be >= 0, got {negative_samples}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        self.cf_weight = cf_weight
-        self.content_weight = content_weight
-        self.popularity_weight = popularity_weight
+        if learn_batch < 1:
+            raise ValueError(f"learn_batch must be >= 1, got {learn_batch}")
+        if not 0.0 < blend_sample <= 1.0:
+            raise ValueError(f"blend_sample must be in (0, 1], got {blend_sample}")
+        self.learn_batch = learn_batch
+        self.blend_sample = blend_sample
+        self.collaborative_min_strength = collaborative_min_strength
+        self._pending: list[_Pending] = []  # interactions whose neighbour pairs and blend choice await a batch
+        self.blend = SoftmaxBlend(COMPONENTS, initial, blend_learning_rate, blend_negatives)
         self.negative_samples = negative_samples
         self._half_life_ms = popularity_half_life_s * 1000.0
+        self._inverse_context_half_life = 1.0 / (context_half_life_s * 1000.0)
         self._mf = InPlaceBiasedMF(n_factors=n_factors, learning_rate=learning_rate, seed=seed)
+        self._neighbours = ItemNeighbours(slots=neighbour_slots)
         self._rng = random.Random(seed)
+        self._blend_rng = np.random.default_rng(seed)
         self._n_learned = 0
         self._max_strength = 0.0
         self._item_ids: list[str] = []
         self._item_index: dict[str, int] = {}
+        self._index_of_key: dict[int, int] = {}  # online_models.item_keys key -> catalog index
         self._categories: list[str] = []
         self._category_index: dict[str, int] = {}
         self._latents = np.zeros((_INITIAL_CAPACITY, n_factors))
         self._biases = np.zeros(_INITIAL_CAPACITY)
         self._item_category = np.zeros(_INITIAL_CAPACITY, dtype=np.intp)
+        self._item_keys = np.zeros(_INITIAL_CAPACITY, dtype=np.uint64)
         self._scaled_counts = np.zeros(_INITIAL_CAPACITY)
+        self._top_scaled = 0.0  # the largest scaled count (all decay alike, so only an increment can change it)
         self._listed = np.ones(_INITIAL_CAPACITY, dtype=bool)  # False: deleted or out of stock
         self._available_from = np.full(_INITIAL_CAPACITY, -np.inf)
         self._available_until = np.full(_INITIAL_CAPACITY, np.inf)
         self._reference_ms = 0.0
         self._changed_users: set[str] = set()  # users whose MF factors changed since take_changed_users()
         self._eligible_cache: tuple[np.ndarray, np.ndarray, float, float] | None = None  # see _eligibility()
+        self._key_order: tuple[np.ndarray, np.ndarray] | None = None  # see _indices_of()
+        self._weights_cache: tuple[int, dict[str, float]] | None = None  # see weights()
+        self._popularity_cache: tuple[int, int, float, np.ndarray] | None = None  # see _popularity_component()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_eligible_cache": None}  # derived: rebuilt on first use
+        return {**self.__dict__, **_DERIVED}  # derived: rebuilt on first use
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._eligible_cache = None  # (snapshots of older versions hold a cache of another layout)
+        self.__dict__.update(_DERIVED)
 
     @property
     def n_items(self) -> int:
@@ -199,8 +280,30 @@ class HybridRecommender:
 
     @property
     def version(self) -> str:
-        """Model version, changing with every learned interaction."""
-        return f"reco-hybrid@{self._n_learned}"
+        """Model version, changing with every learned interaction; `blend@N`: the blend weights after N updates."""
+        return f"reco-hybrid@{self._n_learned}/blend@{self.blend.n_updates}"
+
+    def weights(self) -> dict[str, float]:
+        """The blend's current weight of each component (one dict per blend step: do not modify it)."""
+        cached = self._weights_cache
+        if cached is None or cached[0] != self.blend.n_updates:
+            cached = self._weights_cache = (self.blend.n_updates, self.blend.weights())
+        return cached[1]
+
+    @property
+    def cf_weight(self) -> float:
+        """Current weight of the collaborative component."""
+        return float(self.blend.vector[0])
+
+    @property
+    def content_weight(self) -> float:
+        """Current weight of the content component."""
+        return float(self.blend.vector[1])
+
+    @property
+    def popularity_weight(self) -> float:
+        """Current weight of the popularity component."""
+        return float(self.blend.vector[2])
 
     def category_of(self, item_id: str) -> str | None:
         """The item's category, or None for an item not in the catalog."""
@@ -209,17 +312,10 @@ class HybridRecommender:
 
     def add_item(self, item_id: str, category: str) -> None:
         """Add an item to the catalog (idempotent); an existing item takes the given category."""
-        category_index = self._category_index.get(category)
-        if category_index is None:
-            category_index = self._category_index[category] = len(self._categories)
-            self._categories.append(category)
         index = self._item_index.get(item_id)
         if index is None:
-            index = self._item_index[item_id] = len(self._item_ids)
-            self._item_ids.append(item_id)
-            self._ensure_capacity(len(self._item_ids))
-            self._eligible_cache = None
-        self._item_category[index] = category_index
+            index = self._new_item(item_id)
+        self._item_category[index] = self._category_number(category)
 
     def set_availability(
         self, item_id: str, listed: bool, available_from_ms: float | None = None, available_until_ms: float | None = None
@@ -236,29 +332,75 @@ class HybridRecommender:
         index = self._item_index.get(item_id)
         return index is not None and bool(self._eligibility(now_ms)[0][index])
 
-    def learn_one(self, user_id: str, item_id: str, category: str, strength: float, ts_ms: int) -> None:
+    def item_ids_of(self, keys: np.ndarray, limit: int | None = None) -> list[str]:
+        """The ids of the catalog items with the given `online_models.item_keys` keys (at most `limit`)."""
+        indices = self._indices_of(np.asarray(keys, dtype=np.uint64)[:limit])[0]
+        return [self._item_ids[i] for i in indices.tolist()]
+
+    def learn_one(self, user_id: str, item_id: str, category: str | None, strength: float, ts_ms: int,
+                  context: bytes = b"", category_affinity: Mapping[str, float] | None = None) -> None:
         """Learn that `user_id` interacted with `item_id` at `ts_ms` with a positive `strength`.
 
-        Adds the item if new, counts the interaction towards its popularity, and trains the MF on
-        (user, item, strength) plus `negative_samples` other random catalog items with strength 0.
+        `context` (the user's recent items, operators.item_memory) and `category_affinity` are the user's
+        as they were just before this interaction. Adds the item if new (with `category`, or
+        `UNKNOWN_CATEGORY` when None; an item already known keeps its category), counts the interaction
+        towards the item's popularity, and (when `strength` >= `collaborative_min_strength`) trains the MF on
+        (user, item, strength) plus `negative_samples` other random catalog items with strength 0. The item's pairs with the context items (neighbours)
+        and, when `strength` >= `OUTCOME_STRENGTH`, the blend's choice (this item against random ones) are
+        learned with the next batch of `learn_batch` interactions (`flush`).
         """
         if not (math.isfinite(strength) and strength > 0):
             raise ValueError(f"strength must be finite and > 0, got {strength}")
-        self.add_item(item_id, category)
-        index = self._item_index[item_id]
+        index = self._item_index.get(item_id)
+        if index is None:
+            index = self._new_item(item_id)
+            self._item_category[index] = self._category_number(category or UNKNOWN_CATEGORY)
+        elif category is not None and self._categories[self._item_category[index]] == UNKNOWN_CATEGORY:
+            self._item_category[index] = self._category_number(category)
+        choice = None
+        if (strength >= OUTCOME_STRENGTH and self.blend.learning_rate > 0 and self.n_items > 1
+                and (self.blend_sample >= 1.0 or self._rng.random() < self.blend_sample)):
+            choice = self._choice(user_id, index, ts_ms, category_affinity or {})
+        self._pending.append(_Pending(user_id, index, ts_ms, context, choice))
         self._count_interaction(index, ts_ms)
         self._max_strength = max(self._max_strength, strength)
-        self._changed_users.add(user_id)
-        self._train(user_id, index, strength)
-        n_others = self.n_items - 1
-        if n_others > 0:
-            for _ in range(self.negative_samples):
-                other = self._rng.randrange(n_others)
-                self._train(user_id, other + (other >= index), 0.0)
+        if strength >= self.collaborative_min_strength:
+            self._changed_users.add(user_id)
+            self._train(user_id, index, strength)
+            n_others = self.n_items - 1
+            if n_others > 0:
+                for _ in range(self.negative_samples):
+                    other = self._rng.randrange(n_others)
+                    self._train(user_id, other + (other >= index), 0.0)
         self._n_learned += 1
+        if len(self._pending) >= self.learn_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Learn the pending interactions' neighbour pairs and blend choices now (one batch)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        n_events = len(pending)
+        items = np.array([entry.index for entry in pending], dtype=np.intp)
+        event_ts = np.array([entry.ts_ms for entry in pending], dtype=np.int64)
+        lengths = np.array([len(entry.context) for entry in pending]) // CONTEXT_RECORD.itemsize
+        records = context_records(b"".join(entry.context for entry in pending))
+        owners = np.repeat(np.arange(n_events), lengths)
+        distances = np.cumsum(lengths)[owners] - 1 - np.arange(len(records))  # 0: the newest of its context
+        np.minimum(distances, _MAX_CONTEXT - 1, out=distances)
+        indices, found = self._indices_of(records["key"])
+        owners, distances, records = owners[found], distances[found], records[found]
+        choices = [(event, entry.choice) for event, entry in enumerate(pending) if entry.choice is not None]
+        if choices:
+            self._learn_choices(choices, event_ts, owners, indices, distances, records)
+        own = indices == items[owners]  # an item met again is not its own neighbour
+        self._neighbours.learn_many(items, items[owners[~own]], indices[~own], distances[~own])
 
     def forget_user(self, user_id: str) -> None:
-        """Erase the user's collaborative state (latent vector and bias); item statistics stay."""
+        """Erase the user's collaborative state (latent vector and bias) and their interactions not yet
+        learned in a batch; item statistics stay."""
+        self._pending = [entry for entry in self._pending if entry.user_id != user_id]
         self._mf.u_latents.pop(user_id, None)
         self._mf.u_biases.pop(user_id, None)
         self._changed_users.add(user_id)
@@ -310,15 +452,18 @@ class HybridRecommender:
         category_affinity: Mapping[str, float],
         now_ms: int,
         exclude: Collection[str] = (),
-        category_filter: "CategoryFilter | None" = None,
+        category_filter: CategoryFilter | None = None,
+        context: bytes = b"",
+        exclude_keys: np.ndarray | None = None,
     ) -> list[Recommendation]:
-        """The `k` best rankable items for the user, best first, skipping `exclude`.
+        """The `k` best rankable items for the user, best first, skipping `exclude` (ids) and `exclude_keys`.
 
         `category_affinity` maps category -> weight in [0, 1]; missing categories weigh 0.
         `category_filter` drops denied / not-allowed categories and adds per-category boosts
-        (reported as a "boost" component). Never creates state for an unknown user.
+        (reported as a "boost" component). `context`: the user's recent items (operators.item_memory).
+        Never creates state for an unknown user.
         """
-        return list(self.ranked(user_id, k, category_affinity, now_ms, exclude, category_filter))
+        return list(self.ranked(user_id, k, category_affinity, now_ms, exclude, category_filter, context, exclude_keys))
 
     def ranked(
         self,
@@ -327,10 +472,13 @@ class HybridRecommender:
         category_affinity: Mapping[str, float],
         now_ms: int,
         exclude: Collection[str] = (),
-        category_filter: "CategoryFilter | None" = None,
+        category_filter: CategoryFilter | None = None,
+        context: bytes = b"",
+        exclude_keys: np.ndarray | None = None,
     ) -> RankedItems:
         """Like `rank`, as a `RankedItems` sequence that builds each Recommendation only when read."""
-        return self._top_k(k, self._scoring(user_id, category_affinity, now_ms, category_filter), exclude)
+        scoring = self._scoring(user_id, category_affinity, now_ms, category_filter, context)
+        return self._top_k(k, scoring, exclude, exclude_keys)
 
     def score_items(
         self,
@@ -338,65 +486,189 @@ class HybridRecommender:
         item_ids: Collection[str],
         category_affinity: Mapping[str, float],
         now_ms: int,
-        category_filter: "CategoryFilter | None" = None,
+        category_filter: CategoryFilter | None = None,
+        context: bytes = b"",
     ) -> list[Recommendation]:
         """The given items, in the given order, scored like `rank` does (unrankable items are left out)."""
-        scoring = self._scoring(user_id, category_affinity, now_ms, category_filter)
+        scoring = self._scoring(user_id, category_affinity, now_ms, category_filter, context)
         indices = [self._item_index[item] for item in item_ids if item in self._item_index]
         return list(self._recommendations([i for i in indices if scoring.scores[i] > -np.inf], scoring))
 
     def rank_popular(
-        self, k: int, now_ms: int, exclude: Collection[str] = (), category_filter: "CategoryFilter | None" = None
+        self, k: int, now_ms: int, exclude: Collection[str] = (), category_filter: CategoryFilter | None = None
     ) -> list[Recommendation]:
         """Non-personalized top-k: the unweighted popularity component only (the others are 0)."""
-        return list(self._top_k(k, self._scoring(None, {}, now_ms, category_filter, popularity_weight=1.0), exclude))
+        scoring = self._scoring(None, {}, now_ms, category_filter, b"", popularity_only=True)
+        return list(self._top_k(k, scoring, exclude, None))
+
+    def _new_item(self, item_id: str) -> int:
+        index = self._item_index[item_id] = len(self._item_ids)
+        self._item_ids.append(item_id)
+        self._ensure_capacity(len(self._item_ids))
+        key = self._item_keys[index] = item_key(item_id)
+        self._index_of_key[key] = index
+        self._neighbours.ensure_capacity(len(self._item_ids))
+        self._eligible_cache = None
+        self._key_order = None
+        return index
+
+    def _category_number(self, category: str) -> int:
+        number = self._category_index.get(category)
+        if number is None:
+            number = self._category_index[category] = len(self._categories)
+            self._categories.append(category)
+        return number
+
+    def _indices_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(catalog indices of the items with these keys, mask of the keys found), in the keys' order."""
+        order = self._key_order
+        if order is None:
+            n = self.n_items
+            by_key = np.argsort(self._item_keys[:n], kind="stable")
+            order = self._key_order = (self._item_keys[:n][by_key], by_key)
+        sorted_keys, by_key = order
+        if len(sorted_keys) == 0 or len(keys) == 0:
+            return np.zeros(0, dtype=np.intp), np.zeros(len(keys), dtype=bool)
+        at = np.searchsorted(sorted_keys, keys)
+        at[at == len(sorted_keys)] = 0
+        found = sorted_keys[at] == keys
+        return by_key[at[found]], found
+
+    def _context(self, context: bytes, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """The context items in the catalog (indices) and their weights (see the module doc)."""
+        records = np.frombuffer(context, dtype=CONTEXT_RECORD)
+        if len(records) > _MAX_CONTEXT:
+            records = records[-_MAX_CONTEXT:]
+        index_of = self._index_of_key.get
+        indices = [index_of(key, -1) for key in records["key"].tolist()]  # (a few keys: faster than numpy)
+        if -1 in indices:
+            found = np.array(indices) >= 0
+            distances = len(found) - 1 - np.flatnonzero(found)
+            return (np.array(indices, dtype=np.intp)[found],
+                    self._context_weights(now_ms, records[found], _FADING[distances], _LASTING[distances]))
+        start = _MAX_CONTEXT - len(indices)
+        return np.array(indices, dtype=np.intp), self._context_weights(
+            now_ms, records, _FADING_OLDEST_FIRST[start:], _LASTING_OLDEST_FIRST[start:])
+
+    def _context_weights(self, now_ms: int | np.ndarray, records: np.ndarray, fading: np.ndarray,
+                         lasting: np.ndarray) -> np.ndarray:
+        """The weight of each context record at `now_ms`, given the parts of it that depend on its position."""
+        age = records["ts"] - now_ms
+        np.minimum(age, 0, out=age)
+        weights = np.exp2(age * self._inverse_context_half_life)
+        weights *= fading
+        weights += lasting
+        weights *= _STRENGTH_ROOTS[records["strength"]]
+        return weights
 
     def _scoring(
         self,
         user_id: str | None,
         category_affinity: Mapping[str, float],
         now_ms: int,
-        category_filter: "CategoryFilter | None",
-        popularity_weight: float | None = None,
-    ) -> "_Scoring":
+        category_filter: CategoryFilter | None,
+        context: bytes,
+        popularity_only: bool = False,
+    ) -> _Scoring:
         """Every item's score in a few whole-catalog vector operations (unrankable items score -inf).
 
-        Content (and boost) values are per category and spread over the items in one gather; denied
-        categories carry -inf into it. The collaborative term shared by every item (global mean plus
-        user bias) is left out of the per-item scores: it does not change the order and is added back
-        to the chosen items only.
+        Each weighted component fills one row of a matrix (collaborative, content, popularity, neighbours
+        and, with category boosts, boost), so the chosen items' components are one gather. Content and boost
+        are per category, spread over the items in one gather each. The collaborative term shared by every
+        item (global mean plus user bias) is left out of the per-item values: it does not change the order
+        and is added back to the chosen items only.
         """
+        if popularity_only:
+            w_collaborative = w_content = w_neighbours = 0.0
+            w_popularity = 1.0
+        else:
+            w_collaborative, w_content, w_popularity, w_neighbours = self.blend.vector.tolist()
         n = self.n_items
         categories = self._categories
-        content = np.array([category_affinity.get(c, 0.0) for c in categories], dtype=float) * self.content_weight
-        per_category = content
-        boost = None
+        item_category = self._item_category[:n]
+        boosts = category_filter.boosts if category_filter is not None else None
+        terms = np.zeros((5 if boosts else 4, n))
+        if w_content != 0.0 and category_affinity:
+            content = np.array([category_affinity.get(c, 0.0) for c in categories], dtype=float)
+            content *= w_content
+            np.take(content, item_category, out=terms[1])
+        self._popularity_component(now_ms, w_popularity, out=terms[2])
+        cf_offset = 0.0
+        user_latent = None if user_id is None or w_collaborative == 0.0 else self._mf.u_latents.get(user_id)
+        if user_latent is not None:
+            scale = w_collaborative / self._max_strength
+            collaborative = np.matmul(self._latents[:n], user_latent, out=terms[0])
+            collaborative += self._biases[:n]
+            collaborative *= scale
+            cf_offset = scale * (self._mf.global_mean.get() + self._mf.u_biases.get(user_id, 0.0))
+        if context and w_neighbours != 0.0:
+            indices, weights = self._context(context, now_ms)
+            if len(indices):
+                neighbours = self._neighbours.scores(indices, weights, n)
+                top = neighbours.max()
+                if top > 0.0:
+                    np.multiply(neighbours, w_neighbours / top, out=terms[3])
+        if boosts:
+            np.take(np.array([boosts.get(c, 0.0) for c in categories], dtype=float), item_category, out=terms[4])
+        scores = terms.sum(axis=0)
         if category_filter is not None:
-            if category_filter.boosts:
-                boost = np.array([category_filter.boosts.get(c, 0.0) for c in categories], dtype=float)
-                per_category = content + boost
             denied = [i for i, c in enumerate(categories)
                       if category_filter.allowed.get(c, category_filter.default_allowed) <= 0]
             if denied:
-                per_category = per_category.copy() if per_category is content else per_category
-                per_category[denied] = -np.inf
-        scores = per_category[self._item_category[:n]]
-        weight = self.popularity_weight if popularity_weight is None else popularity_weight
-        popularity = self._popularity_component(now_ms, weight)
-        scores += popularity
-        user_latent = None if user_id is None or self.cf_weight == 0.0 else self._mf.u_latents.get(user_id)
-        collaborative, cf_offset = None, 0.0
-        if user_latent is not None:
-            cf_scale = self.cf_weight / self._max_strength
-            collaborative = self._latents[:n] @ user_latent
-            collaborative += self._biases[:n]
-            collaborative *= cf_scale
-            scores += collaborative
-            cf_offset = cf_scale * (self._mf.global_mean.get() + self._mf.u_biases.get(user_id, 0.0))
+                scores[np.isin(item_category, denied)] = -np.inf
         unrankable = self._eligibility(now_ms)[1]
         if len(unrankable):
             scores[unrankable] = -np.inf
-        return _Scoring(scores, collaborative, cf_offset, content, boost, popularity)
+        return _Scoring(scores, terms, cf_offset)
+
+    def _choice(self, user_id: str, index: int, now_ms: int, category_affinity: Mapping[str, float]) -> _Choice:
+        """What the blend's choice for the item taken needs of this moment, before the MF and popularity learn
+        the interaction (the random alternatives are drawn and valued with the batch)."""
+        factor = self._decay_factor(now_ms)
+        latent = self._mf.u_latents.get(user_id)
+        if latent is None or self._max_strength <= 0:
+            return _Choice(index, factor, float(self._scaled_counts[index]) * factor, None, 0.0, category_affinity)
+        latent = latent / self._max_strength
+        taken = float(self._latents[index] @ latent) + float(self._biases[index]) / self._max_strength
+        return _Choice(index, factor, float(self._scaled_counts[index]) * factor, latent, taken, category_affinity)
+
+    def _learn_choices(self, choices: list[tuple[int, _Choice]], event_ts: np.ndarray, owners: np.ndarray,
+                       indices: np.ndarray, distances: np.ndarray, records: np.ndarray) -> None:
+        """One blend step on the choices of a batch: each item taken against `blend.negatives` random items,
+        valued under the context its user had then (the alternatives' popularity and collaborative values
+        with the counts and item factors of the batch: close enough, and never informed by the choice)."""
+        taken = np.array([choice.index for _, choice in choices])
+        others = self._blend_rng.integers(0, self.n_items - 1, size=(len(choices), self.blend.negatives))
+        others += others >= taken[:, None]
+        candidates = np.concatenate((taken[:, None], others), axis=1)
+        values = np.zeros((*candidates.shape, len(COMPONENTS)))
+        known = [row for row, (_, choice) in enumerate(choices) if choice.latent is not None]
+        if known:  # collaborative values, less the term shared by every item
+            latents = np.stack([choices[row][1].latent for row in known])
+            values[known, 1:, 0] = (np.einsum("rkf,rf->rk", self._latents[others[known]], latents)
+                                    + self._biases[others[known]] / self._max_strength)
+            values[known, 0, 0] = [choices[row][1].collaborative for row in known]
+        names = self._categories
+        affinity = np.zeros((len(choices), len(names)))
+        for row, (_, choice) in enumerate(choices):
+            top = max(choice.category_affinity.values(), default=0.0)
+            if top > 0:
+                affinity[row] = [choice.category_affinity.get(name, 0.0) / top for name in names]
+        values[..., 1] = np.take_along_axis(affinity, self._item_category[candidates], axis=1)
+        factor = np.array([choice.factor for _, choice in choices])
+        counts = self._scaled_counts[candidates] * factor[:, None]
+        counts[:, 0] = [choice.count for _, choice in choices]
+        top_count = np.maximum(self._top_scaled * factor, counts.max(axis=1))
+        scale = np.divide(1.0, np.log1p(top_count), out=np.zeros(len(choices)), where=top_count > 0)
+        values[..., 2] = np.log1p(counts) * scale[:, None]
+        events = np.array([event for event, _ in choices])
+        slot_of_event = np.full(len(event_ts), -1)
+        slot_of_event[events] = np.arange(len(events))
+        mine = slot_of_event[owners] >= 0
+        owner, near = slot_of_event[owners[mine]], distances[mine]
+        weights = self._context_weights(event_ts[events][owner], records[mine], _FADING[near], _LASTING[near])
+        values[..., 3] = self._neighbours.batch_scores(indices[mine], weights, owner, candidates, self.n_items)
+        self.blend.learn_many(values)
 
     def _eligibility(self, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """(mask of the items rankable at `now_ms`, indices of the others); read only.
@@ -426,6 +698,7 @@ class HybridRecommender:
         self._latents = _grown(self._latents, capacity)
         self._biases = _grown(self._biases, capacity)
         self._item_category = _grown(self._item_category, capacity)
+        self._item_keys = _grown(self._item_keys, capacity)
         self._scaled_counts = _grown(self._scaled_counts, capacity)
         self._listed = _grown(self._listed, capacity, fill=True)
         self._available_from = _grown(self._available_from, capacity, fill=-np.inf)
@@ -441,30 +714,48 @@ class HybridRecommender:
         exponent = (ts_ms - self._reference_ms) / self._half_life_ms
         if exponent > _MAX_SCALE_EXPONENT:
             self._scaled_counts[: self.n_items] *= 2.0**-exponent
+            self._top_scaled *= 2.0**-exponent
             self._reference_ms = float(ts_ms)
             exponent = 0.0
         self._scaled_counts[index] += 2.0**exponent
+        self._top_scaled = max(self._top_scaled, float(self._scaled_counts[index]))
 
     def _decay_factor(self, now_ms: int) -> float:
         exponent = -(now_ms - self._reference_ms) / self._half_life_ms
         return 2.0 ** min(exponent, _MAX_UNDECAY_EXPONENT)
 
-    def _popularity_component(self, now_ms: int, weight: float) -> np.ndarray:
-        """`weight * log1p(decayed count) / log1p(max decayed count)` per item (a new array)."""
-        scaled = self._scaled_counts[: self.n_items]
-        factor = self._decay_factor(now_ms)
-        top = scaled.max(initial=0.0) * factor
-        if top <= 0.0:
-            return np.zeros(self.n_items)
-        popularity = np.log1p(scaled * factor)
-        popularity *= weight / math.log1p(top)
-        return popularity
+    def _popularity_component(self, now_ms: int, weight: float, out: np.ndarray | None = None) -> np.ndarray:
+        """`weight * log1p(decayed count) / log1p(max decayed count)` per item (into `out`, or a new array).
 
-    def _top_k(self, k: int, scoring: "_Scoring", exclude: Collection[str]) -> RankedItems:
+        The unweighted values are kept and recomputed after each batch of `learn_batch` interactions or when
+        time moved on by 1/1024 of the half-life (a change below 0.1%), as the neighbours are.
+        """
+        n = self.n_items
+        if out is None:
+            out = np.zeros(n)
+        cached = self._popularity_cache
+        if (cached is None or len(cached[3]) != n or self._n_learned - cached[0] >= self.learn_batch
+                or self._n_learned < cached[0] or abs(now_ms - cached[1]) * 1024 > self._half_life_ms):
+            factor = self._decay_factor(now_ms)
+            top = self._top_scaled * factor
+            values = np.zeros(n)
+            if top > 0.0:
+                np.multiply(self._scaled_counts[:n], factor, out=values)
+                np.log1p(values, out=values)
+                values /= math.log1p(top)
+            cached = self._popularity_cache = (self._n_learned, now_ms, 0.0, values)
+        if weight != 0.0:
+            np.multiply(cached[3], weight, out=out)
+        return out
+
+    def _top_k(self, k: int, scoring: _Scoring, exclude: Collection[str],
+               exclude_keys: np.ndarray | None) -> RankedItems:
         scores = scoring.scores
         excluded = [self._item_index[item] for item in exclude if item in self._item_index]
         if excluded:
             scores[excluded] = -np.inf
+        if exclude_keys is not None and len(exclude_keys):
+            scores[self._indices_of(exclude_keys)[0]] = -np.inf
         k = min(k, len(scores))
         if k <= 0:
             return RankedItems.empty()
@@ -473,36 +764,52 @@ class HybridRecommender:
         ordered = sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
         return self._recommendations([i for negated, i in ordered if negated != np.inf], scoring)
 
-    def _recommendations(self, best: list[int], scoring: "_Scoring") -> RankedItems:
-        """The items at `best`, gathering each component once for all of them."""
+    def _recommendations(self, best: list[int], scoring: _Scoring) -> RankedItems:
+        """The items at `best`, gathering their components in one go."""
         if not best:
             return RankedItems.empty()
         at = np.array(best, dtype=np.intp)
         categories = self._item_category[at].tolist()
+        terms = scoring.terms[:, at]
         offset = scoring.cf_offset
-        if scoring.collaborative is None:
-            collaborative = [0.0] * len(best)
-        else:
-            collaborative = [value + offset for value in scoring.collaborative[at].tolist()]
-        content = scoring.content.tolist()
-        boost = None if scoring.boost is None else scoring.boost.tolist()
+        if offset:
+            terms[0] += offset
+        columns = terms.tolist()
         item_ids, names = self._item_ids, self._categories
         return RankedItems([item_ids[i] for i in best], [names[c] for c in categories],
-                           [score + offset for score in scoring.scores[at].tolist()], collaborative,
-                           [content[c] for c in categories], scoring.popularity[at].tolist(),
-                           None if boost is None else [boost[c] for c in categories])
+                           [score + offset for score in scoring.scores[at].tolist()], *columns)
+
+
+_DERIVED = {"_eligible_cache": None, "_key_order": None, "_weights_cache": None, "_popularity_cache": None}
+
+
+class _Choice(NamedTuple):
+    """What a blend choice (the item taken against random alternatives) needs of the moment it was taken."""
+
+    index: int  # the item taken
+    factor: float  # the popularity decay factor then
+    count: float  # the item's decayed interaction count then (before this interaction)
+    latent: np.ndarray | None  # the user's MF latent then, divided by the largest strength (None: unknown user)
+    collaborative: float  # the item's collaborative value then, less the term shared by every item
+    category_affinity: Mapping[str, float]  # the user's category affinities then
+
+
+class _Pending(NamedTuple):
+    """An interaction learned at once (popularity, MF) whose neighbour pairs and blend choice await a batch."""
+
+    user_id: str
+    index: int
+    ts_ms: int
+    context: bytes  # the user's recent items just before it
+    choice: _Choice | None
 
 
 class _Scoring(NamedTuple):
-    """One ranking's terms: per-item scores less `cf_offset` (-inf: not rankable), and what the components of
-    the chosen items are gathered from."""
+    """One ranking: per-item scores less `cf_offset` (-inf: not rankable), and the weighted components they sum."""
 
     scores: np.ndarray
-    collaborative: np.ndarray | None  # weighted collaborative term per item less `cf_offset` (None: 0 everywhere)
+    terms: np.ndarray  # one row per component (collaborative less cf_offset, content, popularity, neighbours[, boost])
     cf_offset: float  # weighted collaborative term shared by every item: global mean + user bias
-    content: np.ndarray  # weighted content value per category
-    boost: np.ndarray | None  # boost per category (None: no boosts)
-    popularity: np.ndarray  # weighted popularity per item
 
 
 @dataclass(frozen=True, slots=True)

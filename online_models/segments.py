@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from river import preprocessing
+from river import base, preprocessing
 
 __all__ = ["SEGMENT_FEATURES", "BehaviourSegmenter"]
 
@@ -19,8 +19,8 @@ SEGMENT_FEATURES = (
 )
 
 
-class BehaviourSegmenter:
-    """Online k-means (MacQueen updates with a floor on the step size) on River-standardized features.
+class BehaviourSegmenter(base.Clusterer):
+    """Online k-means (MacQueen updates with a floor on the step size) on River-standardized features: a River clusterer.
 
     The first `n_segments` distinct points seed the centres; each `learn_one` moves the nearest
     centre towards the point by `max(1 / count, min_rate)`, so segments keep tracking behaviour.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from river import base
+from river.utils.math import sigmoid
 
 from online_models.explanation import Explanation
 from online_models.lexicon import vader
@@ -140,7 +141,7 @@ class SentimentClassifier(base.Classifier):
 
     def predict_proba_one(self, x: str | Mapping[Any, float], **kwargs: Any) -> dict[Hashable, float]:
         """{negative: 1 - p, positive: p}, p = sigmoid of `explain_one(x).score`; never learns."""
-        p = _sigmoid(self.explain_one(x).score)
+        p = float(sigmoid(self.explain_one(x).score))
         return {self.labels[0]: 1.0 - p, self.labels[1]: p}
 
     def predict_one(self, x: str | Mapping[Any, float], **kwargs: Any) -> Hashable:
@@ -159,7 +160,7 @@ class SentimentClassifier(base.Classifier):
         compound = math.fsum(valence for _, valence in message.valences) * message.scale
         ratios = self.counts.log_ratios(list(message.buckets))
         evidence = math.fsum(c * r for c, r in zip(message.counts, ratios)) * message.norm
-        error = _sigmoid(self.intercept + self.lexicon_coef * compound + self.evidence_coef * evidence) - positive
+        error = sigmoid(self.intercept + self.lexicon_coef * compound + self.evidence_coef * evidence) - positive
         steps = self._adagrad((error, error * compound, error * evidence))
         self.intercept -= steps[0]
         self.lexicon_coef -= steps[1]
@@ -219,10 +220,3 @@ class SentimentClassifier(base.Classifier):
             accumulated = self._squared_gradients[i]
             steps.append(self.learning_rate * gradient / math.sqrt(accumulated) if accumulated > 0 else 0.0)
         return steps
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)

@@ -177,3 +177,16 @@ def validate_event(event: Any, topic_kind: str, min_ts_ms: int = MIN_TS_MS) -> d
         raise InvalidEvent(f"field 'ts' is outside {since}..2100-01-01 (epoch milliseconds expected)")
     _TYPE_CHECKS[event_type](event)
     return event
+
+
+def utf8_error(raw: bytes) -> str | None:
+    """Where `raw` stops being UTF-8 (None when it is UTF-8): JSON must be UTF-8 (RFC 8259).
+
+    >>> utf8_error(b'{"text": "caf\\xe9"}'), utf8_error("café".encode())
+    ('invalid UTF-8: byte 0xe9 at position 13', None)
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at position {exc.start}"
+    return None

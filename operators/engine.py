@@ -8,24 +8,42 @@ The models are shared by every user handled in this process; the caller owns the
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from river import stats
+from river.utils.math import sigmoid
 
-from online_models import Action, ChurnClassifier, HybridRecommender, RuleBasedPolicy, SentimentClassifier
+from online_models import (
+    Action,
+    ChurnClassifier,
+    HybridRecommender,
+    RuleBasedPolicy,
+    SentimentClassifier,
+)
 from online_models.actions import OFFER_ACTIONS
 from online_models.confidence import decision_confidence
 from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
+from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
-from operators.attribution import OUTCOME_REWARD, Attribution, OutcomeLabels, PendingDecision
+from operators.attribution import (
+    OUTCOME_REWARD,
+    Attribution,
+    OutcomeLabels,
+    PendingDecision,
+)
 from operators.cold_start import gate_offer
-from operators.experiments import DEFAULT_SALT, Arm, Experiment, ExperimentsFile, default_experiment
+from operators.experiments import (
+    DEFAULT_SALT,
+    Arm,
+    Experiment,
+    ExperimentsFile,
+    default_experiment,
+)
 from operators.features import (
     CHURN_FEATURES,
     CHURN_MODEL_FEATURES,
@@ -57,6 +75,7 @@ class EngineConfig:
     rules_file: str | None = None
     nba_epsilon: float = 0.05
     nba_warmup: int = 1000
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     experiments_file: str | None = None  # None: a holdout of `holdout_share` (operators.experiments)
     holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
     experiment_salt: str = DEFAULT_SALT
@@ -79,7 +98,7 @@ class PersonalizationEngine:
 
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
-        self.recommender = HybridRecommender(seed=config.seed)
+        self.recommender = HybridRecommender(seed=config.seed, **config.recommender.parameters())
         # Churn and sentiment are watched by ADWIN on their progressive-validation error; on an upward
         # drift each is replaced by a fresh model retrained on the examples since the change.
         # Labels learned at their horizon come in cohorts of decisions whose mix shifts with the customers, which
@@ -226,12 +245,12 @@ class PersonalizationEngine:
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
         """Update the profile and every model this event teaches; return the chat message's sentiment, if any."""
         event_type = event["type"]
+        context, affinity = profile.items.recent, profile.category_affinity.copy()  # as they were before this event
         profile.update(event)
         item_id = event.get("item_id")
         if item_id is not None and event_type in INTERACTION_STRENGTH:
-            self.recommender.learn_one(
-                event["user_id"], item_id, event.get("category") or "unknown", INTERACTION_STRENGTH[event_type], event["ts"]
-            )
+            self.recommender.learn_one(event["user_id"], item_id, event.get("category"), INTERACTION_STRENGTH[event_type],
+                                       event["ts"], context, affinity)
         if event_type == "churn_outcome" and profile.n_events:
             # Learned on the features served at the user's latest behavioural event: labels change no feature.
             self.churn_labels.on_label(profile.memory, profile.churn_features(), event["churned"], profile.last_ts,
@@ -241,7 +260,7 @@ class PersonalizationEngine:
         text = event["text"]
         # Progressive validation: score the message before its label (if any) teaches the model.
         explanation = self.sentiment.explain_one(text)
-        score = 2.0 * _sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
+        score = 2.0 * sigmoid(explanation.score) - 1.0  # = 2 P(positive) - 1, from the same pass
         label = event.get("label")
         if label is not None:
             error = abs(float(label == "positive") - (score + 1.0) / 2.0)
@@ -261,7 +280,7 @@ class PersonalizationEngine:
         user_id = event["user_id"]
         features = profile.churn_features()
         churn_explanation = self.churn.explain_one(features)
-        churn_probability = _sigmoid(churn_explanation.score)  # equals predict_proba_one (tested), one pass
+        churn_probability = float(sigmoid(churn_explanation.score))  # = predict_proba_one (tested), one pass
         recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
         context = {**features, "churn_probability": churn_probability}
         sentiment, escalation_rule = self._escalation_signal(profile)
@@ -288,6 +307,7 @@ class PersonalizationEngine:
             "segment": segment,
             "rules": applied_rules,
             "model_versions": self.model_versions(),
+            "recommendation_weights": self.recommender.weights(),
             "features": {**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
             "category_affinity": profile.normalized_affinity(),
         }
@@ -309,10 +329,13 @@ class PersonalizationEngine:
         affinity = profile.normalized_affinity()
         category_filter = rules.category_filter()
         excluded = rules.exclusions(profile.history, now_ms)
+        excluded_keys, keys_reason = rules.excluded_keys(profile.items)
+        context = profile.items.recent
         # Exclusions and category rules act inside ranking; pins and the diversity cap need spare candidates.
         n_candidates = k * CANDIDATE_FACTOR if rules.max_per_category else k + len(rules.pinned_items)
-        ranked = self.recommender.ranked(user_id, n_candidates, affinity, now_ms, excluded, category_filter)
-        pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter)
+        ranked = self.recommender.ranked(user_id, n_candidates, affinity, now_ms, excluded, category_filter, context,
+                                         excluded_keys)
+        pinned = (self.recommender.score_items(user_id, rules.pinned_items, affinity, now_ms, category_filter, context)
                   if rules.pinned_items else [])
         recommendations, applied = rules.finalize(ranked, pinned, k)
         by_reason: dict[str, list[str]] = {}
@@ -320,6 +343,9 @@ class PersonalizationEngine:
             by_reason.setdefault(reason, []).append(item)
         applied += [{"rule": "exclude", "effect": f"excluded: {reason}", "items": items[:20], "count": len(items)}
                     for reason, items in by_reason.items()]
+        if excluded_keys is not None and len(excluded_keys):
+            applied.append({"rule": "exclude", "effect": f"excluded: {keys_reason}",
+                            "items": self.recommender.item_ids_of(excluded_keys, limit=20), "count": len(excluded_keys)})
         if category_filter is not None:
             applied.append({"rule": "categories", "effect": "category allow/deny lists and boosts applied",
                             "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),
@@ -418,10 +444,6 @@ class PersonalizationEngine:
             "decided_ts": decided_ms,
             "latency_ms": {"event_to_ingest": ingest_ms - event_ts, "ingest_to_decision": decided_ms - ingest_ms},
         }
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

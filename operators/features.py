@@ -12,11 +12,10 @@ from typing import Any
 
 from operators.attribution import PendingDecisions
 from operators.history import InteractionHistory
+from operators.item_memory import INTERACTION_STRENGTH, ITEM_EVENTS, ItemMemory
 from operators.long_term import VISIT_FEATURES, ChurnMemory
 
-ITEM_EVENTS = frozenset({"page_view", "click", "add_to_cart", "purchase"})
-# How strongly an interaction signals interest in its item/category.
-INTERACTION_STRENGTH: dict[str, float] = {"page_view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0}
+__all__ = ["CHURN_FEATURES", "INTERACTION_STRENGTH", "ITEM_EVENTS", "UserFeatures"]
 AFFINITY_DECAY = 0.97  # applied to every category at each item interaction
 MAX_CATEGORIES = 16  # affinities kept per user; the weakest is dropped beyond this
 EWMA_ALPHA = 0.3  # weight of the newest observation in dwell and sentiment averages
@@ -54,7 +53,7 @@ class UserFeatures:
     __slots__ = (
         "first_ts", "last_ts", "previous_ts", "n_events", "n_sessions", "n_page_views", "n_clicks", "n_carts",
         "n_purchases", "n_searches", "n_chats", "monetary", "dwell_ewma", "sentiment_ewma", "category_affinity",
-        "personalization", "history", "pending", "user_id", "segment", "memory",
+        "personalization", "history", "pending", "user_id", "segment", "memory", "items",
     )
 
     def __init__(self, first_ts: int, user_id: str = "") -> None:
@@ -79,6 +78,7 @@ class UserFeatures:
         self.history = InteractionHistory()
         self.pending = PendingDecisions()
         self.memory = ChurnMemory()  # visits, served churn probability, held labels (operators.long_term)
+        self.items = ItemMemory()  # every item consumed (exclusions) and the recent ones (recommender context)
 
     def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
         # A plain tuple of the slots: Bytewax pickles every touched user's profile at each epoch.
@@ -113,9 +113,13 @@ class UserFeatures:
         elif event_type == "chat_message":
             self.n_chats += 1
         self.history.record(event)
-        category = event.get("category")
-        if category is not None and event_type in ITEM_EVENTS:
-            self._reinforce(category, INTERACTION_STRENGTH[event_type])
+        if event_type in ITEM_EVENTS:
+            item_id = event.get("item_id")
+            if item_id is not None:
+                self.items.record(event_type, item_id, ts)
+            category = event.get("category")
+            if category is not None:
+                self._reinforce(category, INTERACTION_STRENGTH[event_type])
 
     def observe_sentiment(self, score: float) -> None:
         """Fold the sentiment score of the user's latest chat message into the recent-sentiment average."""
@@ -172,8 +176,12 @@ class UserFeatures:
 def _restore_features(values: tuple[Any, ...]) -> UserFeatures:
     """Unpickle a `UserFeatures` (see `UserFeatures.__reduce__`)."""
     features = UserFeatures.__new__(UserFeatures)
-    if len(values) < len(UserFeatures.__slots__):  # a snapshot from before the churn memory: a fresh one
+    if len(values) < UserFeatures.__slots__.index("memory") + 1:  # a snapshot from before the churn memory
         features.memory = ChurnMemory()
     for name, value in zip(UserFeatures.__slots__, values):
         setattr(features, name, value)
+    if len(values) < UserFeatures.__slots__.index("items") + 1:  # a snapshot from before the item memory
+        features.items = ItemMemory()
+        for item_id, ts in sorted(features.history.purchased.items(), key=lambda entry: entry[1]):
+            features.items.record("purchase", item_id, ts)
     return features

@@ -1,22 +1,23 @@
-"""What a user recently saw and bought, when they last got an offer and were handed over to an agent: the
-memory business rules and guardrails need."""
+"""What a user recently saw, when they last got an offer and were handed over to an agent: the memory
+business rules and guardrails need. (What they bought, at any time, is in operators.item_memory.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
 MAX_VIEWED = 50
-MAX_PURCHASED = 100
 VIEW_EVENTS = frozenset({"page_view", "click", "add_to_cart"})
 
 
 class InteractionHistory:
     """Bounded per-user history (oldest entries dropped first).
 
+    `purchased` is only read from snapshots taken before purchases moved to `ItemMemory` (which takes them over).
+
     >>> h = InteractionHistory()
-    >>> h.record({"type": "purchase", "item_id": "i1", "ts": 5})
-    >>> h.purchased
-    {'i1': 5}
+    >>> h.record({"type": "page_view", "item_id": "i1", "ts": 5})
+    >>> h.seen_since(5)
+    ['i1']
     """
 
     __slots__ = ("viewed", "purchased", "last_offer_ms", "escalated_at_chat")
@@ -32,13 +33,9 @@ class InteractionHistory:
         return InteractionHistory, (self.viewed, self.purchased, self.last_offer_ms, self.escalated_at_chat)
 
     def record(self, event: dict[str, Any]) -> None:
-        """Remember item views and purchases."""
+        """Remember item views."""
         item_id = event.get("item_id")
-        if item_id is None:
-            return
-        if event["type"] == "purchase":
-            _remember(self.purchased, item_id, event["ts"], MAX_PURCHASED)
-        elif event["type"] in VIEW_EVENTS:
+        if item_id is not None and event["type"] in VIEW_EVENTS:
             _remember(self.viewed, item_id, event["ts"], MAX_VIEWED)
 
     def seen_since(self, since_ms: int) -> list[str]:

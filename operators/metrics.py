@@ -1,8 +1,8 @@
 """Prometheus metrics of the engine and the gateway, defined in one place.
 
 The engine's metrics live in the process-wide registry (next to bytewax's own
-`bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; each gateway builds its
-`GatewayMetrics` in a registry of its own. Model quality is computed over rolling windows when scraped,
+`bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; the gateway's are in
+connectors.gateway_metrics, built from the same counting primitives. Model quality is computed over rolling windows when scraped,
 and the per-event counters and latency histograms are plain integers kept per thread and summed when
 scraped (`ThreadCounts`), so the per-event cost is a few dict updates and deque appends.
 """
@@ -15,12 +15,14 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+from river import metrics, stats, utils
 
+from online_models.metrics import roc_auc
 from operators.contracts import TOPIC_KIND_OF_TYPE
 
 T = TypeVar("T")
@@ -53,50 +55,59 @@ def reason_class(reason: str) -> str:
     return "invalid_field"
 
 
-class Rolling:
-    """A bounded window of (prediction, label) pairs with the quality measures Pulse reports."""
+class ChurnQuality:
+    """ROC AUC (online_models.metrics: exact) and log-loss (River's) of churn probabilities over the last `size` labels.
+
+    >>> q = ChurnQuality(); [q.add(p, y) for p, y in [(0.9, True), (0.8, False), (0.7, True), (0.1, False)]] and q.auc()
+    0.75
+    """
 
     def __init__(self, size: int = QUALITY_WINDOW) -> None:
-        self._pairs: deque[tuple[float, int]] = deque(maxlen=size)
+        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=size)
+        self._pairs: deque[tuple[bool, float]] = deque(maxlen=size)
 
-    def add(self, prediction: float, label: bool) -> None:
-        """Record one prediction (a probability or a score) and its true label."""
-        self._pairs.append((prediction, int(label)))
+    def add(self, probability: float, churned: bool) -> None:
+        """Record one served probability and the label that followed."""
+        self._log_loss.update(churned, probability)
+        self._pairs.append((churned, probability))
 
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def auc(self) -> float:
-        """ROC AUC by the rank-sum formula (ties share ranks); NaN until both classes are seen.
+    def records(self) -> list[tuple[float, bool]]:
+        """The window's (probability, churned) pairs, oldest first, in the order `add` takes them."""
+        return [(probability, churned) for churned, probability in self._pairs]
 
-        >>> r = Rolling(); [r.add(p, y) for p, y in [(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)]] and r.auc()
-        0.75
-        """
-        pairs = sorted(self._pairs)
-        positives = sum(y for _, y in pairs)
-        negatives = len(pairs) - positives
-        if not positives or not negatives:
-            return math.nan
-        rank_sum, i = 0.0, 0
-        while i < len(pairs):
-            j = i
-            while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-                j += 1
-            rank_sum += (i + j + 1) / 2 * sum(y for _, y in pairs[i:j])  # mean rank (1-based) of the tie group
-            i = j
-        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    def auc(self) -> float:
+        """Exact ROC AUC of the window (ties count one half); NaN until both classes are in it."""
+        pairs = list(self._pairs)
+        return roc_auc([label for label, _ in pairs], [p for _, p in pairs]) if pairs else math.nan
 
     def log_loss(self) -> float:
-        """Mean binary cross-entropy of probabilities (clipped to [1e-15, 1 - 1e-15]); NaN when empty."""
-        if not self._pairs:
-            return math.nan
-        eps = 1e-15
-        total = sum(-math.log(min(max(p if y else 1 - p, eps), 1 - eps)) for p, y in self._pairs)
-        return total / len(self._pairs)
+        """Mean log-loss of the window (probabilities clipped to [1e-15, 1 - 1e-15]); NaN when empty."""
+        return self._log_loss.get() if self._pairs else math.nan
 
-    def mean_label(self) -> float:
-        """Share of positive labels (e.g. accuracy when labels are 'was correct'); NaN when empty."""
-        return sum(y for _, y in self._pairs) / len(self._pairs) if self._pairs else math.nan
+
+class RollingShare:
+    """The share of true outcomes (a hit, a correct prediction) over the last `size`: River's rolling mean.
+
+    >>> share = RollingShare(size=2); share.add(True); share.add(False); share.add(False); share.get()
+    0.0
+    """
+
+    def __init__(self, size: int = QUALITY_WINDOW) -> None:
+        self._mean = utils.Rolling(stats.Mean, window_size=size)
+
+    def add(self, outcome: bool) -> None:
+        """Record one outcome."""
+        self._mean.update(float(outcome))
+
+    def __len__(self) -> int:
+        return len(self._mean.window)
+
+    def get(self) -> float:
+        """The share in the window; NaN when empty."""
+        return self._mean.get() if len(self._mean.window) else math.nan
 
 
 class ThreadCounts:
@@ -184,8 +195,7 @@ class _GcPauseClock:
     """Times each pass of Python's garbage collector (a `gc.callbacks` hook) into a histogram per generation.
 
     A full pass stops the process for as long as it takes to scan every tracked object that is not frozen
-    (pulse.runtime.SurvivorFreezer): 65-100 ms per 1,000 open WebSocket connections in the gateway when
-    none are (bench/fanout.py).
+    (pulse.runtime.SurvivorFreezer), which grows with the open WebSocket connections or user profiles.
     """
 
     def __init__(self) -> None:
@@ -240,14 +250,14 @@ class EngineMetrics:
                                           "to engine read), ingest_to_decision, event_to_decision.", "stage",
                                           ("event_to_ingest", "ingest_to_decision", "event_to_decision"),
                                           LATENCY_BUCKETS_S, registry)
-        self.churn = Rolling()
-        self.sentiment = Rolling()
-        self.hits = Rolling()
+        self.churn = ChurnQuality()
+        self.sentiment = RollingShare()
+        self.hits = RollingShare()
         quality = Gauge("pulse_model_quality", f"Rolling model quality over the last {QUALITY_WINDOW} labels "
                         "(NaN until labels arrive).", ["model", "measure"], registry=registry)
         for model, measure, source in (
             ("churn", "auc", self.churn.auc), ("churn", "log_loss", self.churn.log_loss),
-            ("sentiment", "accuracy", self.sentiment.mean_label), ("recommender", "hit_rate", self.hits.mean_label),
+            ("sentiment", "accuracy", self.sentiment.get), ("recommender", "hit_rate", self.hits.get),
         ):
             quality.labels(model, measure).set_function(source)
         samples = Gauge("pulse_model_quality_samples", "Labels in each rolling quality window.", ["model"],
@@ -289,7 +299,7 @@ class EngineMetrics:
             with self._lock:
                 previous = self._last_top.get(event["user_id"])
             if previous is not None:
-                self.hits.add(1.0, item_id in previous)
+                self.hits.add(item_id in previous)
 
     def after_decision(self, decision: dict[str, Any]) -> None:
         """Count the decision, its stage latencies, its sentiment correctness and remember its top-k."""
@@ -300,7 +310,7 @@ class EngineMetrics:
         observe("event_to_decision", max(decision["decided_ts"] - decision["event_ts"], 0) / 1000)
         message = (decision.get("sentiment") or {}).get("message")
         if message and message.get("label") is not None:
-            self.sentiment.add(1.0, (message["score"] > 0) == (message["label"] == "positive"))
+            self.sentiment.add((message["score"] > 0) == (message["label"] == "positive"))
         user = decision["user_id"]
         with self._lock:
             if decision.get("forgotten") or not decision["personalized"]:  # the hit rate is the recommender's
@@ -334,39 +344,3 @@ def serve_engine_metrics(port: int, host: str = "0.0.0.0") -> bool:
             start_http_server(port, addr=host)
             _served_ports.add(port)
     return True
-
-
-class _GatewayStats:
-    """Collector reading the gateway's own counters at scrape time (no work on the hot path)."""
-
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        stats = self._stats()
-        yield GaugeMetricFamily("pulse_ws_connections", "Open WebSocket connections.", stats["connections"])
-        yield GaugeMetricFamily("pulse_ws_subscriptions", "Active user subscriptions.", stats["subscriptions"])
-        frames = CounterMetricFamily("pulse_ws_frames", "Decision frames by outcome: delivered, or dropped because "
-                                     "the client read too slowly.", labels=["outcome"])
-        frames.add_metric(["delivered"], stats["delivered"])
-        frames.add_metric(["dropped"], stats["dropped"])
-        yield frames
-        yield GaugeMetricFamily("pulse_gateway_redis_connected", "1 while the Redis pub/sub link is up.",
-                                int(stats["redis_connected"]))
-
-
-class GatewayMetrics:
-    """Metrics of one gateway (a registry of its own): WebSocket side, auth refusals, HTTP API and ingest."""
-
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
-        self.registry = CollectorRegistry()
-        self.registry.register(_GatewayStats(stats))
-        self.registry.register(gc_pauses())
-        self.refused = Counter("pulse_ws_refused", "WebSocket subscriptions or connections refused, by reason.",
-                               ["reason"], registry=self.registry)
-        self.decisions_seen = Counter("pulse_gateway_decisions", "Decisions received from Redis pub/sub.",
-                                      registry=self.registry)
-        self.ingested = Counter("pulse_ingest_events", "Events posted to /v1/events, by status and topic kind.",
-                                ["status", "topic"], registry=self.registry)
-        self.http = Counter("pulse_http_requests", "HTTP API requests, by route and status code.", ["route", "code"],
-                            registry=self.registry)

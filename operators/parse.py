@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import orjson
 from confluent_kafka import Message
 
-from operators.contracts import MIN_TS_MS, REPLAY_MIN_TS_MS, InvalidEvent, validate_event
+from operators.contracts import MIN_TS_MS, REPLAY_MIN_TS_MS, InvalidEvent, utf8_error, validate_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,8 @@ class EventParser:
     >>> parser = EventParser({"clickstream": "clickstream"}, max_bytes=1024)
     >>> parser.parse(b"{", None, "clickstream", 0, 7).reason[:12]
     'invalid JSON'
+    >>> parser.parse(b'{"text": "\\xff"}', None, "clickstream", 0, 8).reason
+    'invalid JSON: invalid UTF-8: byte 0xff at position 10'
     """
 
     def __init__(self, topic_kinds: Mapping[str, str], max_bytes: int, replay: bool = False) -> None:
@@ -65,7 +67,7 @@ class EventParser:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return reject(f"invalid JSON: {exc}")
+            return reject(f"invalid JSON: {utf8_error(raw) or exc}")
         try:
             validate_event(event, kind, self._min_ts_ms)
         except InvalidEvent as exc:

@@ -3,7 +3,8 @@
 Example (`PULSE_RULES_FILE=rules.toml`; every section is optional):
 
     [exclude]
-    purchased = true          # never recommend what the user bought
+    purchased = true          # never recommend what the user bought (at any time)
+    consumed = false          # true: nor anything they ever viewed, clicked or carted (e.g. films, articles)
     seen_minutes = 30         # nor what they viewed in the last 30 minutes
 
     [categories]
@@ -36,8 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from online_models.recommender import CategoryFilter, RankedItems, Recommendation
 from operators.history import InteractionHistory
+from operators.item_memory import ItemMemory
 
 log = logging.getLogger("pulse.rules")
 
@@ -56,6 +60,7 @@ class RuleSet:
     """Parsed business rules; the default instance applies none."""
 
     exclude_purchased: bool = False
+    exclude_consumed: bool = False
     exclude_seen_minutes: float = 0.0
     allow_categories: tuple[str, ...] = ()
     deny_categories: tuple[str, ...] = ()
@@ -76,6 +81,7 @@ class RuleSet:
         try:
             rules = cls(
                 exclude_purchased=bool(exclude.get("purchased", False)),
+                exclude_consumed=bool(exclude.get("consumed", False)),
                 exclude_seen_minutes=float(exclude.get("seen_minutes", 0)),
                 allow_categories=tuple(str(c) for c in categories.get("allow", [])),
                 deny_categories=tuple(str(c) for c in categories.get("deny", [])),
@@ -99,14 +105,19 @@ class RuleSet:
         return CategoryFilter(allowed, 0.0 if self.allow_categories else 1.0, self.category_boosts)
 
     def exclusions(self, history: InteractionHistory, now_ms: int) -> dict[str, str]:
-        """Items the user must not be shown, each with the reason."""
-        excluded: dict[str, str] = {}
-        if self.exclude_seen_minutes:
-            since = now_ms - int(self.exclude_seen_minutes * MS_PER_MINUTE)
-            excluded.update((item, f"seen in the last {self.exclude_seen_minutes:g} min") for item in history.seen_since(since))
+        """Items seen recently that the user must not be shown, each with the reason."""
+        if not self.exclude_seen_minutes:
+            return {}
+        since = now_ms - int(self.exclude_seen_minutes * MS_PER_MINUTE)
+        return {item: f"seen in the last {self.exclude_seen_minutes:g} min" for item in history.seen_since(since)}
+
+    def excluded_keys(self, memory: ItemMemory) -> tuple[np.ndarray | None, str]:
+        """Keys (online_models.item_keys) of the items bought or consumed that the user must not be shown, and why."""
+        if self.exclude_consumed:
+            return memory.consumed_keys(), "already viewed or bought"
         if self.exclude_purchased:
-            excluded.update((item, "already purchased") for item in history.purchased)
-        return excluded
+            return memory.purchased_keys(), "already purchased"
+        return None, ""
 
     def finalize(
         self, ranked: RankedItems, pinned: list[Recommendation], k: int
@@ -116,6 +127,8 @@ class RuleSet:
 
         Chooses on the candidates' ids and categories; only the chosen ones become records.
         """
+        if not pinned and not self.max_per_category:  # no rule to apply: the ranking's first k
+            return ranked.records(range(min(k, len(ranked)))), []
         applied: list[dict[str, Any]] = []
         chosen = [rec.to_dict() for rec in pinned[:k]]
         if chosen:

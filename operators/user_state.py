@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
@@ -27,17 +27,37 @@ from operators.winback import due_check_ms, win_back
 
 if TYPE_CHECKING:
     from connectors.checkpoint import ModelCheckpoint
-    from connectors.kafka_io import RecordLog
+
+
+class DecisionLog(Protocol):
+    """Where the step appends decisions and settled outcomes (connectors.kafka_io.RecordLog: Kafka topics)."""
+
+    def decision(self, user_id: str, payload: bytes) -> None:
+        """Append a decision record (not waiting for delivery)."""
+
+    def outcome(self, user_id: str, payload: bytes) -> None:
+        """Append an outcome record (not waiting for delivery)."""
+
+    def poll(self) -> None:
+        """Serve delivery reports; raise if a record could not be delivered."""
+
+    def flush(self) -> None:
+        """Wait until every record appended so far is delivered; raise if one could not be."""
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionOut:
-    """An encoded decision ready for the sinks; `forget` asks them to erase the user's stored decision."""
+    """An encoded decision ready for the sinks; `forget` asks them to erase what they store of the user.
+
+    `personal` is false for decisions made without consent: sinks publish them but store nothing of the user
+    (a holdout user's non-personalized decisions are stored: the user consented).
+    """
 
     user_id: str
     decision_id: str
     payload: bytes
     forget: bool
+    personal: bool = True
 
 
 class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
@@ -57,7 +77,7 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
 
     def __init__(
         self, engine: PersonalizationEngine, lock: threading.Lock, state: UserFeatures | LongTermRecord | None,
-        checkpoint: ModelCheckpoint | None = None, records: RecordLog | None = None, idle_ttl_s: float | None = None,
+        checkpoint: ModelCheckpoint | None = None, records: DecisionLog | None = None, idle_ttl_s: float | None = None,
         retention_s: float | None = None, clock: Callable[[], int] | None = None,
     ) -> None:
         self._engine = engine
@@ -96,7 +116,8 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
                     for outcome in outcomes:
                         records.outcome(user_id, outcome)
                     records.decision(user_id, payload)
-                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None))
+                consented = self._profile is not None and self._profile.personalization  # a holdout's too
+                out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None, consented))
             forgotten = any(accepted.event["type"] == "forget_user" for accepted in values)
             if self._checkpoint is not None:
                 if forgotten:
@@ -204,7 +225,7 @@ def profile_snapshot(profile: UserFeatures) -> bytes:
 
 
 def user_logic_builder(
-    engine: PersonalizationEngine, checkpoint: ModelCheckpoint | None = None, records: RecordLog | None = None,
+    engine: PersonalizationEngine, checkpoint: ModelCheckpoint | None = None, records: DecisionLog | None = None,
     idle_ttl_s: float | None = None, retention_s: float | None = None, clock: Callable[[], int] | None = None,
 ) -> Callable[[bytes | None], UserLogic]:
     """Builder for `op.stateful_batch`: resumes from a snapshot or starts an empty profile.

@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from river.utils.math import sigmoid
+
 from online_models.actions import WIN_BACK_OFFER
 from online_models.confidence import decision_confidence
-from operators.engine import DECISION_SCHEMA, _now_ms, _sigmoid, decision_id_for
+from operators.engine import DECISION_SCHEMA, _now_ms, decision_id_for
 from operators.features import UserFeatures
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) 
         return None
     features = profile.churn_features(now_ms)
     explanation = engine.churn.explain_one(features)
-    probability = _sigmoid(explanation.score)
+    probability = float(sigmoid(explanation.score))
     threshold = min(max(config.churn_threshold, 1e-6), 1 - 1e-6)
     if probability < threshold:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import logging
 import os
 import signal
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pulse.config import ConfigError, Settings, settings_table
+from pulse.logs import configure_logging
 
 FLOW = "flows.personalization:flow"
 EXIT_CONFIG = 2
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-create-topics", action="store_true", help="do not create missing topics first")
     run.add_argument("--no-recovery", action="store_true",
-                     help="run without Bytewax recovery (default: recovery in PULSE_RECOVERY_DIR, see README)")
+                     help="run without Bytewax recovery (default: recovery in PULSE_RECOVERY_DIR, see docs/operations.md)")
 
     commands.add_parser("gateway", help="run the WebSocket gateway (decisions fan-out from Redis)")
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser(
         "token", help="print a user token for WebSocket subscriptions and browser ingest",
-        description="Signs USER with PULSE_GATEWAY_SECRET (HMAC-SHA256); format in README, section Security.",
+        description="Signs USER with PULSE_GATEWAY_SECRET (HMAC-SHA256); format in docs/security.md.",
     )
     token.add_argument("user", metavar="USER", help="the user id the token grants")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
@@ -114,7 +114,7 @@ def _add_simulation_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pulse` console script."""
     args, passthrough = _parser().parse_known_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     if sys.__stderr__ is not None:  # `kill -USR1 PID` prints every thread's stack to the process's stderr
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if passthrough and args.command != "run":
@@ -141,6 +141,10 @@ def _dispatch(args: argparse.Namespace, passthrough: list[str], settings: Settin
         if args.command == "token":
             if not settings.gateway_secret:
                 raise ConfigError("PULSE_GATEWAY_SECRET is not set: tokens are signed with it")
+            refusal = _token_refusal(args.user, args.ttl)
+            if refusal:
+                print(f"pulse token: {refusal}", file=sys.stderr)
+                return EXIT_CONFIG
             from connectors.auth import mint_token
 
             print(mint_token(settings.gateway_secret, args.user, args.ttl))
@@ -148,6 +152,7 @@ def _dispatch(args: argparse.Namespace, passthrough: list[str], settings: Settin
         if args.command == "run":
             _check_experiments(settings)
             _check_redis(settings.redis_url)
+            os.environ["PULSE_LOG_LEVEL"] = args.log_level  # the engine process logs at the same level
             return _run_flow(settings, passthrough, create_topics=not args.no_create_topics, recovery=not args.no_recovery)
         if args.command == "gateway":
             _check_experiments(settings)
@@ -177,6 +182,19 @@ def _dispatch(args: argparse.Namespace, passthrough: list[str], settings: Settin
     except RedisUnavailable as exc:
         print(f"pulse: {exc}. Is redis-server running? Set REDIS_URL.", file=sys.stderr)
         return EXIT_UNREACHABLE
+
+
+def _token_refusal(user: str, ttl_s: int) -> str | None:
+    """Why `pulse token USER --ttl TTL` must not mint a token (None: it may).
+
+    >>> _token_refusal("", 60), _token_refusal("u1", -60), _token_refusal("u1", 60)
+    ('USER must not be empty: a token grants one user', '--ttl must be a positive number of seconds, not -60', None)
+    """
+    if not user.strip():
+        return "USER must not be empty: a token grants one user"
+    if ttl_s <= 0:
+        return f"--ttl must be a positive number of seconds, not {ttl_s}"
+    return None
 
 
 class RedisUnavailable(RuntimeError):
@@ -231,7 +249,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_flow(settings: Settings, passthrough: list[str], create_topics: bool, recovery: bool) -> int:
-    """Replace this process with `python -m bytewax.run FLOW ...`, after creating the topics and recovery partitions."""
+    """Replace this process with `python -m bytewax.run FLOW ...` (through pulse.engine_run, which sets up logging),
+    after creating the topics and recovery partitions."""
     if create_topics:
         from connectors.kafka_io import ensure_topics_retrying
 
@@ -241,7 +260,7 @@ def _run_flow(settings: Settings, passthrough: list[str], create_topics: bool, r
 
         passthrough = [*recovery_args(passthrough, os.environ, Path(settings.recovery_dir), settings.snapshot_s,
                                       settings.backup_s), *passthrough]
-    argv = [sys.executable, "-m", "bytewax.run", FLOW, *passthrough]
+    argv = [sys.executable, "-m", "pulse.engine_run", FLOW, *passthrough]
     os.execv(sys.executable, argv)
     return 0  # not reached
 

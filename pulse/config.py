@@ -1,7 +1,7 @@
 """12-factor configuration: every setting comes from an environment variable with a documented default.
 
 Each setting is declared once, as a field of `Settings` with its variable, default and meaning;
-README's configuration table is generated from those declarations (`pulse config`), so code and docs
+The configuration table of docs/operations.md is generated from those declarations (`pulse config`), so code and docs
 cannot drift apart. Secrets are left out of `repr`.
 """
 
@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from online_models.recommender import RecommenderConfig
 
 SECRET = "secret"
 
@@ -76,9 +79,25 @@ class Settings:
         "Events larger than this are dead-lettered as oversize.")
     top_k: int = setting("PULSE_TOP_K", "10",
         "Recommendations per decision.")
+    reco_popularity_half_life_s: float = setting("PULSE_RECO_POPULARITY_HALF_LIFE_S", "604800",
+        "Recommender: an interaction's weight in an item's popularity halves every this many seconds.")
+    reco_neighbours: int = setting("PULSE_RECO_NEIGHBOURS", "64",
+        "Recommender: item-to-item neighbours kept per item (12 bytes each; learned incrementally).")
+    reco_context_half_life_s: float = setting("PULSE_RECO_CONTEXT_HALF_LIFE_S", "600",
+        "Recommender: a recent item's weight in the user's context fades towards a fifth with this half-life "
+        "(seconds).")
+    reco_blend_rate: float = setting("PULSE_RECO_BLEND_RATE", "0.05",
+        "Recommender: learning rate of the blend weights (learned from which item a user clicks, carts or buys "
+        "next); 0: fixed weights.")
+    reco_cf_min_strength: float = setting("PULSE_RECO_CF_MIN_STRENGTH", "2",
+        "Recommender: interactions at least this strong train the collaborative factors (view 1, click 2, "
+        "cart 3, purchase 5).")
     decision_ttl_s: int = setting("PULSE_DECISION_TTL_S", "86400",
         "Idle-user TTL: a user idle this long leaves the dataflow state, and their Redis decision "
         "expires after the same time.")
+    explanations_per_user: int = setting("PULSE_EXPLANATIONS_PER_USER", "5",
+        "Decisions with their explanations Redis keeps per user (the newest; GET /v1/explanations/ID), for at "
+        "most PULSE_DECISION_TTL_S.")
     attribution_window_s: float = setting("PULSE_ATTRIBUTION_WINDOW_S", "1800",
         "Wait window joining outcomes (click, cart, purchase) to the decision before them.")
     model_dir: str = setting("PULSE_MODEL_DIR", ".pulse/models",
@@ -212,10 +231,16 @@ class Settings:
         """Reject values that would make the engine misbehave later."""
         if self.starting_offset not in ("earliest", "latest"):
             raise ConfigError(f"PULSE_STARTING_OFFSET must be earliest or latest, not {self.starting_offset!r}")
-        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s", "gateway_queue",
+        for name in ("topic_partitions", "kafka_fetch_wait_ms", "max_event_bytes", "top_k", "decision_ttl_s",
+                     "explanations_per_user", "gateway_queue",
                      "gateway_rate", "gateway_idle_s", "snapshot_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{setting_doc(name).var} must be positive")
+        if self.reco_popularity_half_life_s <= 0 or self.reco_context_half_life_s <= 0 or self.reco_neighbours < 1:
+            raise ConfigError("PULSE_RECO_POPULARITY_HALF_LIFE_S and PULSE_RECO_CONTEXT_HALF_LIFE_S must be > 0, "
+                              "PULSE_RECO_NEIGHBOURS >= 1")
+        if not self.reco_blend_rate >= 0:
+            raise ConfigError("PULSE_RECO_BLEND_RATE must be >= 0")
         if not 0.0 <= self.nba_epsilon <= 1.0:
             raise ConfigError("PULSE_NBA_EPSILON must be within [0, 1]")
         if self.attribution_window_s <= 0:
@@ -261,6 +286,14 @@ class Settings:
             raise ConfigError("set PULSE_GATEWAY_SECRET (see `pulse token`), or PULSE_GATEWAY_INSECURE=1 to run "
                               "the gateway without authentication")
 
+    def recommender_config(self) -> RecommenderConfig:
+        """The recommender's tunables."""
+        # Imported here: `pulse` commands that never build an engine need not load numpy and River.
+        from online_models.recommender import RecommenderConfig
+
+        return RecommenderConfig(self.reco_popularity_half_life_s, self.reco_neighbours, self.reco_context_half_life_s,
+                                 self.reco_blend_rate, self.reco_cf_min_strength)
+
     @property
     def input_topics(self) -> list[str]:
         """The topics the dataflow consumes."""
@@ -278,8 +311,16 @@ class Settings:
         """Redis pub/sub channel carrying the user's decisions."""
         return f"{self.redis_prefix}:decisions:{user_id}"
 
+    def explanations_key(self, user_id: str) -> str:
+        """Redis hash of the user's last decisions with their explanations, by decision id."""
+        return f"{self.redis_prefix}:explanations:{user_id}"
+
+    def explanation_ids_key(self, user_id: str) -> str:
+        """Redis list of the decision ids in `explanations_key`, newest first."""
+        return f"{self.redis_prefix}:explanation-ids:{user_id}"
+
     def explanation_key(self, decision_id: str) -> str:
-        """Redis key holding a decision (with its explanation) by decision id."""
+        """Redis key naming the (stored) user whose explanations hash holds this decision."""
         return f"{self.redis_prefix}:explanation:{decision_id}"
 
 

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,8 +27,8 @@ from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.model_control import ModelCommandChannel
 from pulse.config import Settings
-from pulse.localservers import (LocalServer, dying_with_parent, free_port, start_redis, start_tansu, stop_processes,
-                               wait_for_port)
+from pulse.localservers import (LocalServer, Retention, dying_with_parent, free_port, kcat_library_dir, start_redis,
+                               start_tansu, stop_processes, wait_for_port)
 from pulse.simulate import on_configured_topics, simulation_config
 from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
 
@@ -36,13 +37,14 @@ DEMO_RECOVERY_DIR = Path(".pulse/demo-recovery")
 DRAIN_S = 3.0
 ENGINE_START_S = 60.0
 STOP_WAIT_S = 10.0  # at shutdown, longest wait for the simulator thread, and for a child before it is killed
-# The local Tansu broker keeps every record, and its requests cost more the more record batches a partition
-# holds. So the demo's events linger 50 ms in the producer (the simulator's default is 2 ms: about one batch
-# per event at 500/s) and the engine's fetches wait up to 50 ms (default 5 ms), unless PULSE_KAFKA_FETCH_WAIT_MS
-# is set. The broker then keeps up for several minutes instead of less than one (README: How long the demo
-# keeps up); decisions come about 40 ms later.
-DEMO_PRODUCER_CONFIG = {"linger.ms": 50}
-DEMO_FETCH_WAIT_MS = 50
+# The bundled Tansu broker keeps its records in pulse.objectstore, which deletes what the engine has read and
+# caps each partition (the decision log included), so the broker's memory and the cost of its fetches stay
+# bounded however long the demo runs (docs/operations.md: The demo's broker). The catalog is kept whole.
+DEMO_RETENTION_WINDOW_S = 2.0
+DEMO_PARTITION_BYTES = 16 * 1024 * 1024
+# Each record batch costs the broker a few object-store requests: the simulator's events linger 5 ms (its default
+# is 2 ms) so that a batch carries a few events at 500/s.
+DEMO_PRODUCER_CONFIG = {"linger.ms": 5}
 
 
 class CountingSink:
@@ -72,7 +74,7 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     started: list[LocalServer] = []
     try:
         if "KAFKA_BOOTSTRAP" not in os.environ:
-            kafka = start_tansu()
+            kafka = start_tansu(retention=Retention((settings.topic_items,), DEMO_RETENTION_WINDOW_S, DEMO_PARTITION_BYTES))
             started.append(kafka)
             # A fresh broker has fresh topics: recovery state of an earlier demo would point past their ends.
             shutil.rmtree(DEMO_RECOVERY_DIR, ignore_errors=True)
@@ -105,7 +107,6 @@ def _demo_security_and_ports(settings: Settings) -> Settings:
 
 def _child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("PULSE_KAFKA_FETCH_WAIT_MS", str(DEMO_FETCH_WAIT_MS))
     env.update(
         KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         REDIS_URL=settings.redis_url,
@@ -166,10 +167,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             children.append(_spawn("engine", [sys.executable, "-m", "pulse.cli", "run", "--no-create-topics",
                                               "-w", str(args.workers)], env))
             children.append(_spawn("gateway", [sys.executable, "-m", "pulse.cli", "gateway"], env))
-            monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*")
+            generator = EventGenerator(World(simulation_config(args)))
+            monitor = DecisionLatencyMonitor(settings.redis_url, f"{settings.redis_prefix}:decisions:*",
+                                             event_id_prefix=generator.id_prefix)  # the simulator's events only
             sink = CountingSink(KafkaEventSink(settings.kafka_bootstrap, config=DEMO_PRODUCER_CONFIG))
-            sender = threading.Thread(target=_send, args=(args, settings, sink, stop_sending), name="simulator",
-                                      daemon=True)
+            sender = threading.Thread(target=_send, args=(args, settings, generator, sink, stop_sending),
+                                      name="simulator", daemon=True)
             wait_for_port(settings.gateway_port, host=settings.gateway_host)
             _await_engine(settings, children[0])
             _print_banner(settings)
@@ -205,24 +208,39 @@ def _await_engine(settings: Settings, engine: subprocess.Popen, timeout_s: float
         channel.close()
 
 
-def _send(args: argparse.Namespace, settings: Settings, sink: CountingSink, stop: threading.Event) -> None:
+def _send(args: argparse.Namespace, settings: Settings, generator: EventGenerator, sink: CountingSink,
+          stop: threading.Event) -> None:
     """Send the simulated events until they run out, the duration ends or `stop` is set; then flush."""
-    generator = EventGenerator(World(simulation_config(args)))
     events = takewhile(lambda _event: not stop.is_set(), on_configured_topics(generator.events(args.events), settings))
     send_events(events, sink, rate=args.rate or None, duration_s=args.duration, progress=False)
 
 
 def _print_banner(settings: Settings) -> None:
+    print(banner(settings, kcat_library_dir()), file=sys.stderr)
+
+
+def banner(settings: Settings, kcat_libraries: Path | None) -> str:
+    """Where to connect, with tokens, and how to mint tokens for other users of this demo.
+
+    `kcat_libraries`: a directory holding a librdkafka that Debian's kcat can use with the bundled broker.
+    """
     ws = f"ws://{settings.gateway_host}:{settings.gateway_port}/ws?user_id=user-00001"
     http = f"http://{settings.gateway_host}:{settings.http_port}"
     shop_token = mint_token(settings.gateway_secret, "user-00001", 86400) if settings.gateway_secret else ""
-    print(
+    tokens = (f"PULSE_GATEWAY_SECRET={shlex.quote(settings.gateway_secret)} {sys.executable} -m pulse.cli token "
+              "USER --ttl 86400" if settings.gateway_secret else "none needed (PULSE_GATEWAY_INSECURE=1)")
+    kcat = f"kcat -b {settings.kafka_bootstrap} -t {settings.topic_decisions} -C -o end"
+    if kcat_libraries is not None:
+        kcat = f"LD_LIBRARY_PATH={kcat_libraries} {kcat}"
+    return (
         f"Pulse demo\n  Kafka      {settings.kafka_bootstrap}  (topics {', '.join(settings.input_topics)} -> "
         f"{settings.topic_decisions}, {settings.topic_dead_letter})\n  Redis      {settings.redis_url}\n"
         f"  WebSocket  {ws}&token={shop_token}\n  Dashboard  {http}/?token={settings.operator_token}\n"
         f"  Shop       {http}/shop.html?user_id=user-00001&token={shop_token}\n"
-        f"  Logs       {LOG_DIR}/\nCtrl-C stops everything.",
-        file=sys.stderr,
+        f"  Tokens     for any other user U of this demo (shop: /shop.html?user_id=U&token=...):\n"
+        f"             {tokens}\n"
+        f"  kcat       {kcat}\n"
+        f"  Logs       {LOG_DIR}/\nCtrl-C stops everything."
     )
 
 
@@ -244,6 +262,8 @@ def _status_loop(
             f"events/s {(sink.count - last_sent) / elapsed:8,.0f} | decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
             f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms | sent {sink.count:,} decided {stats.count:,}"
         )
+        if stats.others:  # decisions of events from other producers (the shop, kcat, curl), not counted above
+            line += f" (+{stats.others:,} other)"
         print("\r" + line, end="", file=sys.stderr, flush=True)
         last_sent, last_decided, last_time = sink.count, stats.count, now
         if not sender.is_alive():

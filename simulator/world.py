@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 import numpy as np
+from river.utils.math import sigmoid
 
 # Churn-risk logit = CHURN_BIAS + CHURN_ENGAGEMENT * (0.5 - engagement) + CHURN_MOOD * mood.
 CHURN_BIAS = -1.2
@@ -71,11 +72,6 @@ class UserProfile:
     churn_risk: float
     consent_personalization: bool
     category_cdf: list[float] = field(repr=False, compare=False)
-
-
-def sigmoid(x: float) -> float:
-    """Logistic function."""
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 def churn_risk(engagement: float, mood: float) -> float:

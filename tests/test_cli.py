@@ -67,7 +67,8 @@ def test_simulate_produces_to_the_configured_topics(kafka_server) -> None:
     assert len(received) > 20, "clickstream events must go to PULSE_TOPIC_CLICKSTREAM"
 
 
-def test_readme_configuration_table_is_current() -> None:
+def test_the_configuration_table_is_current() -> None:
     from pulse.config import settings_table
 
-    assert settings_table() in (ROOT / "README.md").read_text(), "regenerate README's table from `pulse config`"
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert settings_table() in operations, "regenerate docs/operations.md's table from `pulse config`"

@@ -88,3 +88,21 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
             if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_the_banner_tells_how_to_mint_tokens_for_other_users() -> None:
+    import shlex
+
+    from connectors.auth import verify_token
+    from pulse.config import Settings
+    from pulse.demo import banner
+
+    settings = Settings.from_env({"PULSE_GATEWAY_SECRET": "demo secret'with quotes", "PULSE_OPERATOR_TOKEN": "op"})
+    text = banner(settings, Path("/x/librdkafka"))
+    line = next(line.strip() for line in text.splitlines() if "token USER" in line)
+    assignment, *command = shlex.split(line.replace("USER", "user-00042"))
+    name, _, secret = assignment.partition("=")
+    minted = subprocess.run(command, env={**os.environ, name: secret, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert verify_token(settings.gateway_secret, minted) == "user-00042"
+    assert "LD_LIBRARY_PATH=/x/librdkafka kcat -b 127.0.0.1:9092" in text

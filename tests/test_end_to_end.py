@@ -151,19 +151,25 @@ def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str,
         source_topic = headers["pulse-source"].decode().split("/")[0]
         assert source_topic in {env["PULSE_TOPIC_CLICKSTREAM"], env["PULSE_TOPIC_CHAT"], env["PULSE_TOPIC_CONTROL"]}
 
-    # Redis holds each user's latest decision (the one made last, per the decision log); the forgotten user's is erased.
-    last_decision_of: dict[str, str] = {}
+    # Redis holds each user's latest decision (the one made last, per the decision log); the forgotten user's is
+    # erased, and so is that of users without consent (their decisions are published, never stored); a holdout
+    # user's non-personalized decision is stored (they consented).
+    last_decision_of: dict[str, dict] = {}
     for decision in decisions:
-        last_decision_of[decision["user_id"]] = decision["event_id"]
+        last_decision_of[decision["user_id"]] = decision
     store = redis.Redis.from_url(env["REDIS_URL"])
     prefix = env["PULSE_REDIS_PREFIX"]
     assert store.get(f"{prefix}:decision:{forgotten_user}") is None
-    assert last_decision_of[forgotten_user] == "forget-1"
-    for user, event_id in last_decision_of.items():
+    assert last_decision_of[forgotten_user]["event_id"] == "forget-1"
+    assert any(not d["personalized"] for d in last_decision_of.values())
+    for user, last in last_decision_of.items():
         if user == forgotten_user:
             continue
         latest = store.get(f"{prefix}:decision:{user}")
-        assert latest is not None and orjson.loads(latest)["event_id"] == event_id, user
+        if not last["personalized"] and last["experiment"] is None:  # no consent (a holdout's is stored)
+            assert latest is None, user
+            continue
+        assert latest is not None and orjson.loads(latest)["event_id"] == last["event_id"], user
         assert 0 < store.ttl(f"{prefix}:decision:{user}") <= 86400
 
     # The WebSocket client got its user's decisions live, in the order they were made.

@@ -244,3 +244,22 @@ def test_the_recommender_hit_rate_ignores_non_personalized_decisions() -> None:
             profiles["u"], decision = engine.handle(profiles.get("u"), event, T0 + i)
             metrics.after_decision(decision)
         assert len(metrics.hits) == (0 if share == 1.0 else 1)
+
+
+def test_a_holdout_users_decisions_are_stored_and_a_withdrawn_users_are_not() -> None:
+    """Redis stores a consenting holdout user's decisions; it stores nothing of a user without consent."""
+    from operators.user_state import user_logic_builder
+
+    engine = PersonalizationEngine(EngineConfig(holdout_share=0.5, experiment_salt="h"))
+    held = users_in(engine.experiments.current(), "holdout", 1)[0]
+    logic = user_logic_builder(engine)(None)
+
+    def step(kind: str, ts: int, **fields):
+        event = {"event_id": f"{held}-{kind}-{ts}", "user_id": held, "type": kind, "ts": ts, **fields}
+        (out,), _ = logic.on_batch([Accepted(event, ts)])
+        return out
+
+    shown = step("page_view", T0, item_id="i1", category="c")
+    assert json.loads(shown.payload)["personalized"] is False and shown.personal, "a holdout user consented"
+    withdrawn = step("consent", T0 + 1, personalization=False)
+    assert not withdrawn.personal and not step("page_view", T0 + 2, item_id="i1").personal

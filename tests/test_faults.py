@@ -91,7 +91,10 @@ def test_broker_starting_late_is_waited_for(redis_server: LocalServer, tmp_path:
     engine = Engine(env, tmp_path / "engine.log").start()
     broker = None
     try:
-        time.sleep(6.5)  # longer than one connection attempt (5 s): the engine must retry
+        deadline = time.monotonic() + 60  # one connection attempt takes 5 s: then the engine must retry
+        while "retrying" not in engine.log_tail(100_000) and engine.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "retrying" in engine.log_tail(100_000), "the engine did not retry the unreachable broker"
         assert engine.alive(), engine.log_tail()
         broker = start_tansu(port)  # a broker of its own: the default topic names are free
         event = {"event_id": "late-1", "user_id": "u1", "type": "page_view", "ts": int(time.time() * 1000)}
@@ -104,7 +107,6 @@ def test_broker_starting_late_is_waited_for(redis_server: LocalServer, tmp_path:
             reader.until(lambda ms: "late-1" in decided_ids(ms), 60, engine.alive)
         finally:
             reader.close()
-        assert "retrying" in engine.log_tail(100_000)
     finally:
         engine.stop()
         if broker is not None:

@@ -456,3 +456,33 @@ def test_cli_errors_are_one_line_not_tracebacks(redis_server: LocalServer, comma
     assert result.returncode == code, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_oversize_message_closes_with_1009_and_is_counted(redis_server: LocalServer) -> None:
+    async def scenario() -> None:
+        async with running(make_settings(redis_server.port)) as (gateway, _), connect(url(gateway)) as ws:
+            await ws.send("x" * (gateway_module.MAX_CLIENT_MESSAGE + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd.code == 1009
+            metrics = gateway.metrics.registry
+            await wait_until(lambda: metrics.get_sample_value("pulse_ws_refused_total", {"reason": "message_too_big"}) == 1)
+
+    asyncio.run(scenario())
+
+
+def test_an_erasure_removes_the_users_decisions_from_the_dashboard_feed(redis_server: LocalServer) -> None:
+    async def scenario() -> None:
+        settings = make_settings(redis_server.port)
+        async with running(settings) as (gateway, engine):
+            await wait_until(lambda: gateway.stats["redis_connected"])
+            for user in ("alice", "bob", "alice"):
+                await engine.publish(settings.decision_channel(user), decision(user, 1))
+            await wait_until(lambda: len(gateway._feed) == 3)
+            forgotten = orjson.dumps({"decision_id": "d-f", "user_id": "alice", "forgotten": True})
+            await engine.publish(settings.decision_channel("alice"), forgotten)
+            await wait_until(lambda: any(b"forgotten" in d for d in gateway._feed))
+            feed = [orjson.loads(d) for d in gateway._feed]
+            assert [(d["user_id"], d.get("forgotten", False)) for d in feed] == [("bob", False), ("alice", True)]
+
+    asyncio.run(scenario())

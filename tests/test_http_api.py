@@ -16,6 +16,8 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.auth import mint_token
 from connectors.gateway import Gateway
 from connectors.kafka_io import ensure_topics
+from connectors.redis_sink import RedisDecisionWriter
+from operators.user_state import DecisionOut
 from pulse.config import Settings
 from pulse.localservers import LocalServer
 
@@ -89,6 +91,13 @@ def test_ingest_validates_and_produces_to_the_right_topic(kafka_server: LocalSer
                 assert "JSON object" in result["results"][4]["error"]
                 status, body = await call(session, "POST", f"{base}/v1/events", OPERATOR, data=b"{not json")
                 assert status == 400 and "not JSON" in body["error"]
+                latin1 = orjson.dumps(good[1]).replace(b"love", b"caf\xe9")
+                at = latin1.index(b"\xe9")
+                assert await call(session, "POST", f"{base}/v1/events", OPERATOR, data=latin1) == (
+                    400, {"error": f"body is not JSON: invalid UTF-8: byte 0xe9 at position {at}"})
+                huge = b"[" + b" " * (5 * 1024 * 1024) + b"]"
+                assert await call(session, "POST", f"{base}/v1/events", OPERATOR, data=huge) == (
+                    413, {"error": "body larger than 4194304 bytes"})
 
                 # A browser's user token may post events for its own user only.
                 status, result = await call(session, "POST", f"{base}/v1/events", mint_token(SECRET, "u7"),
@@ -122,13 +131,15 @@ def test_reads_and_operator_credentials(kafka_server: LocalServer, redis_server:
         await gateway.start()
         base = f"http://127.0.0.1:{gateway.http.port}"
         try:
-            await store.set(settings.decision_key("u1"), orjson.dumps(stored), ex=60)
-            await store.set(settings.explanation_key("d-e1"), orjson.dumps(stored), ex=60)
-            await store.publish(settings.decision_channel("u1"), orjson.dumps(stored))
+            writer = RedisDecisionWriter(settings)  # stores and publishes as the engine's sink does
+            writer.write_batch([DecisionOut("u1", "d-e1", orjson.dumps(stored), False)])
+            writer.close()
             async with aiohttp.ClientSession() as session:
                 assert await call(session, "GET", f"{base}/v1/decisions/u1", OPERATOR) == (200, stored)
                 assert await call(session, "GET", f"{base}/v1/decisions/u1", mint_token(SECRET, "u1")) == (200, stored)
-                assert (await call(session, "GET", f"{base}/v1/decisions/u1", mint_token(SECRET, "u2")))[0] == 401
+                assert await call(session, "GET", f"{base}/v1/decisions/u1", mint_token(SECRET, "u2")) == (
+                    403, {"error": "this user token is for another user"})
+                assert (await call(session, "GET", f"{base}/v1/decisions/u1", "forged"))[0] == 401
                 assert (await call(session, "GET", f"{base}/v1/decisions/nobody", OPERATOR))[0] == 404
                 assert await call(session, "GET", f"{base}/v1/explanations/d-e1?token={OPERATOR}") == (200, stored)
                 assert (await call(session, "GET", f"{base}/v1/explanations/d-zz", OPERATOR))[0] == 404
@@ -166,6 +177,12 @@ def test_cli_token_verifies(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     monkeypatch.setenv("PULSE_GATEWAY_SECRET", SECRET)
     assert main(["token", "user-42", "--ttl", "3600"]) == 0
     assert verify_token(SECRET, capsys.readouterr().out.strip()) == "user-42"
+    for argv, refusal in ((["token", ""], "USER must not be empty"), (["token", " "], "USER must not be empty"),
+                          (["token", "u", "--ttl", "-60"], "--ttl must be a positive"),
+                          (["token", "u", "--ttl", "0"], "--ttl must be a positive")):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1 and refusal in captured.err, argv
     monkeypatch.delenv("PULSE_GATEWAY_SECRET")
     assert main(["token", "user-42"]) == 2
     assert "PULSE_GATEWAY_SECRET" in capsys.readouterr().err

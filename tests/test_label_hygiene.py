@@ -72,4 +72,4 @@ def test_the_quality_metric_records_the_probability_that_was_served() -> None:
     now = engine.churn.predict_proba_one(profile.churn_features())[True]
     assert now != pytest.approx(served["churn"]["probability"])
     metrics.before_event(label, engine, profile)
-    assert list(metrics.churn._pairs) == [(served["churn"]["probability"], 0)]
+    assert metrics.churn.records() == [(served["churn"]["probability"], False)]

@@ -78,7 +78,8 @@ def test_the_record_is_small_and_survives_a_restart() -> None:
 def test_a_profile_snapshot_from_before_the_long_term_memory_loads() -> None:
     profile = UserFeatures(first_ts=T0, user_id="old")
     profile.update(purchase("p1", T0, user="old"))
-    values = tuple(getattr(profile, name) for name in UserFeatures.__slots__ if name != "memory")
+    slots = UserFeatures.__slots__
+    values = tuple(getattr(profile, name) for name in slots[:slots.index("memory")])  # the slots before it
     from operators.features import _restore_features
 
     old = _restore_features(values)  # what unpickling a snapshot written before the memory slot existed does

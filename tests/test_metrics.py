@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from operators.engine import PersonalizationEngine
 from operators.contracts import TOPIC_KIND_OF_TYPE
-from operators.metrics import EngineMetrics, GatewayMetrics, Rolling, reason_class
+from connectors.gateway_metrics import GatewayMetrics
+from operators.metrics import ChurnQuality, EngineMetrics, RollingShare, reason_class
 from operators.parse import EventParser
 
 TS = 1_763_900_000_000
@@ -21,7 +22,7 @@ TS = 1_763_900_000_000
 
 def test_rolling_auc_and_log_loss_match_their_definitions() -> None:
     rng = random.Random(1)
-    window = Rolling(size=200)
+    window = ChurnQuality(size=200)
     pairs = [(round(rng.random(), 2), rng.random() < 0.4) for _ in range(300)]
     for p, y in pairs:
         window.add(p, y)
@@ -32,7 +33,15 @@ def test_rolling_auc_and_log_loss_match_their_definitions() -> None:
     assert window.auc() == pytest.approx(pairwise / (len(positives) * len(negatives)))
     expected = sum(-math.log(max(min(p if y else 1 - p, 1 - 1e-15), 1e-15)) for p, y in kept) / len(kept)
     assert window.log_loss() == pytest.approx(expected)
-    assert math.isnan(Rolling().auc()) and math.isnan(Rolling().log_loss())
+    assert math.isnan(ChurnQuality().auc()) and math.isnan(ChurnQuality().log_loss())
+    one_class = ChurnQuality()
+    one_class.add(0.3, True)
+    assert math.isnan(one_class.auc()) and not math.isnan(one_class.log_loss())
+    share = RollingShare(size=3)
+    assert math.isnan(share.get())
+    for outcome in (True, True, False, False):
+        share.add(outcome)
+    assert share.get() == pytest.approx(1 / 3) and len(share) == 3
 
 
 @pytest.mark.parametrize(("reason", "label"), [

@@ -16,7 +16,7 @@ def test_propensities_sum_to_one_and_match_choice_frequencies() -> None:
     assert sum(probabilities.values()) == pytest.approx(1.0)
     counts = {a: 0 for a in NBA_ACTIONS}
     for _ in range(20000):
-        action, propensity = bandit.predict_one(context)
+        action, propensity, _ = bandit.choose_one(context)
         assert propensity == probabilities[action]
         counts[action] += 1
     for action in NBA_ACTIONS:
@@ -29,9 +29,9 @@ def test_learns_the_best_action_per_context() -> None:
     for _ in range(3000):
         risk = rng.random()
         context = {"churn_probability": risk}
-        action, _ = bandit.predict_one(context)
+        action, _, _ = bandit.choose_one(context)
         reward = (1.0 if risk > 0.5 else -0.5) if action == "retention_offer" else 0.2
-        bandit.learn_one(context, action, reward + rng.gauss(0, 0.1))
+        bandit.update(action, context, reward + rng.gauss(0, 0.1))
     assert bandit.greedy_one({"churn_probability": 0.95}) == "retention_offer"
     assert bandit.greedy_one({"churn_probability": 0.05}) == "recommend"
 
@@ -67,6 +67,6 @@ def test_reward_models_stay_bounded_on_a_rare_extreme_feature_value() -> None:
         context = {"recency_hours_log": 0.25 if rng.random() < 0.002 else 0.0, "churn_probability": rng.random(),
                    **{f"f{i}": rng.gauss(0.0, 1.0) for i in range(8)}}
         predictions.append(bandit.expected_rewards(context)["recommend"])
-        bandit.learn_one(context, "recommend", float(rng.random() < 0.3))
+        bandit.update("recommend", context, float(rng.random() < 0.3))
     assert max(abs(p) for p in predictions) < 2.0
     assert sum(predictions[-2000:]) / 2000 == pytest.approx(0.3, abs=0.05)

@@ -2,10 +2,10 @@ import copy
 import math
 import random
 
-import numpy as np
 import pytest
 
 from online_models import ChurnClassifier
+from online_models.metrics import roc_auc
 
 
 def _sigmoid(z: float) -> float:
@@ -26,14 +26,6 @@ def _stream(n: int, seed: int = 1):
         yield x, rng.random() < _sigmoid(logit)
 
 
-def _auc(scores, labels) -> float:
-    scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
-    ranks = np.empty(len(scores))
-    ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def test_progressive_validation_auc_improves():
     model = ChurnClassifier()
     scores, labels = [], []
@@ -41,7 +33,7 @@ def test_progressive_validation_auc_improves():
         scores.append(model.predict_proba_one(x)[True])
         labels.append(y)
         model.learn_one(x, y)
-    early, late = _auc(scores[:100], labels[:100]), _auc(scores[-1000:], labels[-1000:])
+    early, late = roc_auc(labels[:100], scores[:100]), roc_auc(labels[-1000:], scores[-1000:])
     assert late > 0.75
     assert late > early + 0.05
     assert model.n_learned == 3000
@@ -127,14 +119,6 @@ def test_same_stream_same_model():
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         ChurnClassifier(**kwargs)
-
-
-@pytest.mark.parametrize("params", list(ChurnClassifier._unit_test_params()))
-def test_follows_river_conventions(params):
-    """River's own estimator checks: cloning, pickling, pure predictions, probabilities of both classes, ..."""
-    from river import checks
-
-    checks.check_estimator(ChurnClassifier(**params))
 
 
 def test_a_checkpoint_of_the_earlier_model_still_loads():

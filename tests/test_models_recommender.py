@@ -121,7 +121,7 @@ def test_components_and_to_dict():
     rec = _trained()
     r = rec.rank("u1", 1, {"c2": 1.0}, now_ms=10_000_000)[0]
     assert isinstance(r, Recommendation)
-    assert set(r.components) == {"collaborative", "content", "popularity"}
+    assert set(r.components) == {"collaborative", "content", "popularity", "neighbours"}
     assert r.components["collaborative"] != 0.0
     d = r.to_dict()
     assert d["item_id"] == r.item_id and d["category"] == r.category
@@ -165,8 +165,20 @@ def test_add_item_is_idempotent_and_updates_category():
     rec.add_item("a", "y")
     assert rec.n_items == 1 and rec.category_of("a") == "y"
     assert rec.category_of("missing") is None
-    rec.learn_one("u", "a", "z", 1.0, 0)
-    assert rec.category_of("a") == "z"
+
+
+def test_learned_events_never_overwrite_a_known_category():
+    rec = HybridRecommender()
+    rec.add_item("a", "shoes")  # the catalog's category
+    rec.learn_one("u", "a", None, 1.0, 0)
+    rec.learn_one("u", "a", "hats", 1.0, 1)
+    assert rec.category_of("a") == "shoes"
+    rec.learn_one("u", "new", None, 1.0, 2)  # not in the catalog, no category: unknown until one is known
+    assert rec.category_of("new") == "unknown"
+    rec.learn_one("u", "new", "bags", 1.0, 3)
+    assert rec.category_of("new") == "bags"
+    rec.add_item("new", "shoes")  # the catalog always has the last word
+    assert rec.category_of("new") == "shoes"
 
 
 def test_popularity_halves_after_one_half_life():
@@ -219,11 +231,13 @@ def test_empty_catalog_and_degenerate_k():
 
 
 def test_learning_touches_mf_and_mirrors_it():
-    rec = HybridRecommender(negative_samples=3, seed=5)
+    rec = HybridRecommender(negative_samples=3, seed=5, blend_sample=1.0)
     for j in range(10):
         rec.add_item(f"i{j}", "x")
     rec.learn_one("u", "i0", "x", 2.0, 0)
-    assert rec.n_learned == 1 and rec.version == "reco-hybrid@1"
+    assert rec.n_learned == 1 and rec.version == "reco-hybrid@1/blend@0"
+    rec.flush()  # a click teaches the blend, with the next batch
+    assert rec.version == "reco-hybrid@1/blend@1"
     assert 2 <= len(rec._mf.i_latents) <= 4  # the item plus up to 3 distinct negatives
     for item in rec._mf.i_latents:
         index = rec._item_index[item]

@@ -3,7 +3,6 @@ import pickle
 import random
 
 import pytest
-from river.checks import check_estimator
 
 from online_models import SentimentClassifier
 from online_models.lexicon import vader
@@ -62,11 +61,6 @@ def trained() -> SentimentClassifier:
     for text, label in _labelled(400, seed=1):
         model.learn_one(text, label)
     return model
-
-
-@pytest.mark.parametrize("params", list(SentimentClassifier._unit_test_params()))
-def test_follows_rivers_conventions(params):
-    check_estimator(SentimentClassifier(**params))
 
 
 def test_the_lexicon_makes_day_one_good():

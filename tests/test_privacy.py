@@ -5,6 +5,8 @@ One engine run checks that
 - `forget_user` erases the user's Redis key, their Bytewax state (the recovery partitions keep no
   snapshot of them) and their latents in the model checkpoint;
 - raw user ids appear nowhere Pulse stores data (Redis, recovery partitions, model checkpoint, decision log);
+- after `forget_user`, and after consent is withdrawn, a full SCAN of Redis (keys and values) finds neither
+  the user's id, nor their pseudonym, nor words of their chat messages;
 - every decision carries an audit record of the models and data categories it used.
 """
 
@@ -19,6 +21,7 @@ import pytest
 import redis
 
 from enginestack import Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
+from redis_scan import holding, redis_contents
 from connectors.user_factor_store import UserFactorStore
 from operators.privacy import pseudonymize
 from pulse.localservers import LocalServer
@@ -27,6 +30,8 @@ from simulator import encode_event
 pytestmark = pytest.mark.e2e
 KEY = "test-pseudonymization-key"
 PRIVATE, FORGOTTEN, REGULAR = "alice@example.com", "bob@example.com", "carol@example.com"
+WITHDRAWN = "dave@example.com"
+WORDS = {FORGOTTEN: "zebra umbrella vanished", WITHDRAWN: "walrus trombone dented"}  # only their messages have these
 
 
 def _events(user: str, kinds: list[str], start_ms: int) -> list[dict]:
@@ -36,7 +41,7 @@ def _events(user: str, kinds: list[str], start_ms: int) -> list[dict]:
         if kind in ("page_view", "click", "add_to_cart"):
             event.update(item_id=f"item-{index % 4}", category=f"cat-{index % 2}")
         elif kind == "chat_message":
-            event.update(text="the parcel never arrived, awful", label="negative")
+            event.update(text=f"the parcel never arrived, awful {WORDS.get(user, '')}".strip(), label="negative")
         elif kind == "consent":
             event.update(personalization=False)
         events.append(event)
@@ -84,14 +89,19 @@ def _wait(condition, timeout_s: float = 20.0) -> None:
 
 
 def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
-    env = stack_env(kafka_server.port, redis_server.port, tmp_path, PULSE_PSEUDONYMIZE_KEY=KEY)
+    # Redis keeps all of each user's decisions here (topics are not ordered: a chat message may be decided first).
+    env = stack_env(kafka_server.port, redis_server.port, tmp_path, PULSE_PSEUDONYMIZE_KEY=KEY,
+                    PULSE_EXPLANATIONS_PER_USER="10")
     recovery = Path(env["PULSE_RECOVERY_DIR"])
-    alias = {user: pseudonymize(user, KEY) for user in (PRIVATE, FORGOTTEN, REGULAR)}
+    alias = {user: pseudonymize(user, KEY) for user in (PRIVATE, FORGOTTEN, REGULAR, WITHDRAWN)}
     now = int(time.time() * 1000)
     consent_off = _events(PRIVATE, ["consent"], now)
     private = _events(PRIVATE, ["page_view", "click", "chat_message"], now + 10)
     private = [{**e, "event_id": f"alice-later-{i}"} for i, e in enumerate(private)]
-    forgotten = _events(FORGOTTEN, ["session_start", "page_view", "click", "add_to_cart", "page_view"], now)
+    forgotten = _events(FORGOTTEN, ["session_start", "page_view", "chat_message", "click", "add_to_cart", "page_view"], now)
+    withdrawn = _events(WITHDRAWN, ["session_start", "page_view", "chat_message", "click"], now)
+    withdraw = {"event_id": "withdraw-dave", "user_id": WITHDRAWN, "type": "consent", "personalization": False,
+                "ts": now + 100}
     regular = _events(REGULAR, ["session_start", "page_view", "chat_message", "click"], now)
     forget = {"event_id": "forget-bob", "user_id": FORGOTTEN, "type": "forget_user", "ts": now + 100}
     store = redis.Redis.from_url(env["REDIS_URL"])
@@ -103,26 +113,33 @@ def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_se
         # Topics are not ordered relative to each other: the consent decision lands before the events follow.
         produce(retarget([encode_event(e) for e in consent_off], env), env)
         reader.until(lambda ms: len(ms) >= 1, 60, engine.alive)
-        first = private + forgotten + regular
+        first = private + forgotten + regular + withdrawn
         produce(retarget([encode_event(e) for e in first], env), env)
         reader.until(lambda ms: {e["event_id"] for e in first} <= decided_ids(ms), 60, engine.alive)
         # Before the erasure the forgotten user is in the snapshots and the model checkpoint (the test can fail).
         _wait(lambda: alias[FORGOTTEN] in _checkpoint_latents(recovery)
               and any(key == alias[FORGOTTEN] and change for _, key, change in _snapshots(recovery)))
         assert store.exists(f"{prefix}:decision:{alias[FORGOTTEN]}")
+        erased = {FORGOTTEN: [FORGOTTEN, alias[FORGOTTEN], *WORDS[FORGOTTEN].split()],
+                  WITHDRAWN: [WITHDRAWN, alias[WITHDRAWN], *WORDS[WITHDRAWN].split()]}
+        for user, needles in erased.items():  # before the erasure the search finds them (the test can fail)
+            assert {alias[user], *WORDS[user].split()} <= {n for n in needles if holding(store, [n])}
         # Without consent no profile is built: the user's snapshot holds an empty profile.
         _wait(lambda: _latest_snapshot(recovery, alias[PRIVATE]) is not None)
         profile = _latest_snapshot(recovery, alias[PRIVATE])
         assert profile.personalization is False and profile.n_events == 0 and profile.category_affinity == {}
 
-        produce(retarget([encode_event(forget)], env), env)
-        reader.until(lambda ms: "forget-bob" in decided_ids(ms), 60, engine.alive)
+        produce(retarget([encode_event(forget), encode_event(withdraw)], env), env)
+        reader.until(lambda ms: {"forget-bob", "withdraw-dave"} <= decided_ids(ms), 60, engine.alive)
+        _wait(lambda: not holding(store, erased[FORGOTTEN] + erased[WITHDRAWN]))  # the sink follows the log
+        assert holding(store, [alias[REGULAR]])
         _wait(lambda: not any(key == alias[FORGOTTEN] and change for _, key, change in _snapshots(recovery)))
         assert alias[FORGOTTEN] not in _checkpoint_latents(recovery)
         assert alias[REGULAR] in _checkpoint_latents(recovery)
         assert not store.exists(f"{prefix}:decision:{alias[FORGOTTEN]}")
-        stored = _stored_bytes(recovery) + b"".join(store.get(k) or b"" for k in store.scan_iter(f"{prefix}:*"))
-        keys = [k.decode() for k in store.scan_iter(f"{prefix}:*")]
+        contents = [(k, v) for k, v in redis_contents(store) if k.startswith(prefix.encode())]
+        stored = _stored_bytes(recovery) + b"".join(v for _, v in contents)
+        keys = [k.decode() for k, _ in contents]
         assert engine.alive(), engine.log_tail()
     finally:
         engine.stop()

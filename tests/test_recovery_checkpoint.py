@@ -79,21 +79,21 @@ def test_recovery_args_default_directory_and_passthrough(tmp_path: Path) -> None
 
 
 def test_checkpoints_write_only_the_users_that_changed(tmp_path: Path) -> None:
-    engine = PersonalizationEngine()
+    engine = PersonalizationEngine()  # (clicks train the collaborative factors: strength 2)
     checkpoint = ModelCheckpoint(engine, tmp_path / "models-p0.pkl")
     for n in range(200):
-        engine.recommender.learn_one(f"user{n}", f"i{n % 7}", "c", 1.0, NOW + n)
+        engine.recommender.learn_one(f"user{n}", f"i{n % 7}", "c", 2.0, NOW + n)
     checkpoint.save()
     pickled = (tmp_path / "models-p0.pkl").stat().st_size
     stored = {user: latent.copy() for user, latent, _ in UserFactorStore(checkpoint.user_store_path).rows()}
     assert len(stored) == 200 and not engine.recommender.take_changed_users()
 
-    engine.recommender.learn_one("user3", "i1", "c", 1.0, NOW + 500)
-    engine.recommender.learn_one("newcomer", "i2", "c", 1.0, NOW + 501)
+    engine.recommender.learn_one("user3", "i1", "c", 2.0, NOW + 500)
+    engine.recommender.learn_one("newcomer", "i2", "c", 2.0, NOW + 501)
     engine.recommender.forget_user("user4")
     assert set(engine.recommender.take_changed_users()) == {"user3", "newcomer", "user4"}
-    engine.recommender.learn_one("user3", "i2", "c", 1.0, NOW + 502)
-    engine.recommender.learn_one("newcomer", "i3", "c", 1.0, NOW + 503)
+    engine.recommender.learn_one("user3", "i2", "c", 2.0, NOW + 502)
+    engine.recommender.learn_one("newcomer", "i3", "c", 2.0, NOW + 503)
     engine.recommender.forget_user("user4")
     checkpoint.save()
     assert (tmp_path / "models-p0.pkl").stat().st_size == pytest.approx(pickled, rel=0.05), "no user latents pickled"
@@ -112,9 +112,9 @@ def test_checkpoints_write_only_the_users_that_changed(tmp_path: Path) -> None:
 def test_a_rollback_rewrites_the_whole_user_store(tmp_path: Path) -> None:
     engine = PersonalizationEngine()
     checkpoint = ModelCheckpoint(engine, tmp_path / "models-p0.pkl")
-    engine.recommender.learn_one("before", "i1", "c", 1.0, NOW)
+    engine.recommender.learn_one("before", "i1", "c", 2.0, NOW)
     older = {name: copy.deepcopy(model) for name, model in engine.models().items()}
-    engine.recommender.learn_one("after", "i2", "c", 1.0, NOW + 1)
+    engine.recommender.learn_one("after", "i2", "c", 2.0, NOW + 1)
     checkpoint.save()
     engine.restore_models(older, "snap-1")
     checkpoint.save()

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 
 from online_models.recommender import RankedItems, Recommendation
+from online_models.item_keys import item_key
 from operators.history import InteractionHistory
+from operators.item_memory import ItemMemory
 from operators.rules import RuleSet, RulesError, RulesFile
 
 HOUR = 3_600_000
 
 
 def rec(item: str, category: str, score: float) -> Recommendation:
-    return Recommendation(item, category, score, {"collaborative": 0.0, "content": score, "popularity": 0.0})
+    return Recommendation(item, category, score, {"collaborative": 0.0, "content": score, "popularity": 0.0,
+                                                 "neighbours": 0.0})
 
 
 def test_parse_every_section() -> None:
@@ -52,13 +55,19 @@ def test_invalid_rules_are_rejected(text: str) -> None:
 
 
 def test_exclusions_name_their_reason() -> None:
-    history = InteractionHistory()
+    history, memory = InteractionHistory(), ItemMemory()
     history.record({"type": "page_view", "item_id": "old", "ts": 0})
+    memory.record("page_view", "old", 0)
     history.record({"type": "page_view", "item_id": "recent", "ts": 50 * 60_000})
-    history.record({"type": "purchase", "item_id": "bought", "ts": 10})
+    memory.record("purchase", "bought", 10)
     rules = RuleSet(exclude_purchased=True, exclude_seen_minutes=30)
-    assert rules.exclusions(history, now_ms=60 * 60_000) == {"recent": "seen in the last 30 min", "bought": "already purchased"}
-    assert RuleSet().exclusions(history, now_ms=0) == {}
+    assert rules.exclusions(history, now_ms=60 * 60_000) == {"recent": "seen in the last 30 min"}
+    keys, reason = rules.excluded_keys(memory)
+    assert keys.tolist() == [item_key("bought")] and reason == "already purchased"
+    keys, reason = RuleSet(exclude_purchased=True, exclude_consumed=True).excluded_keys(memory)
+    assert sorted(keys.tolist()) == sorted([item_key("bought"), item_key("old")]) and reason == "already viewed or bought"
+    assert RuleSet().exclusions(history, now_ms=0) == {} and RuleSet().excluded_keys(memory) == (None, "")
+    assert RuleSet.from_toml("[exclude]\nconsumed = true\n", "v").exclude_consumed
 
 
 def test_pins_first_then_diversity_cap() -> None:

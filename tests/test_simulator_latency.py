@@ -46,3 +46,19 @@ def test_monitor_measures_decision_latency(redis_url: str) -> None:
     assert stats.p50_ms <= stats.p95_ms <= stats.p99_ms <= stats.max_ms
     assert stats.max_ms >= 200
     assert stats.rate > 100
+
+
+def test_monitor_counts_only_decisions_of_its_events(redis_url: str) -> None:
+    publisher = redis.Redis.from_url(redis_url)
+    with DecisionLatencyMonitor(redis_url, capacity=500, event_id_prefix="ev-7-123-") as monitor:
+        now = time.time_ns() // 1_000_000
+        for i in range(30):
+            event_id = f"ev-7-123-{i}" if i % 3 else f"kcat-{i}"  # a third come from another producer
+            publisher.publish("pulse:decisions:u", orjson.dumps({"event_id": event_id, "event_ts": now}))
+        _wait_for(monitor, 20)
+        deadline = time.monotonic() + 5
+        while monitor.snapshot().others < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = monitor.snapshot()
+    publisher.close()
+    assert (stats.count, stats.others, stats.errors) == (20, 10, 0)

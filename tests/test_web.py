@@ -7,6 +7,7 @@ and the gateway as subprocesses, and a background simulator producing events at 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -253,5 +254,82 @@ def test_shop_page_live_recommendations_clicks_and_reconnect(stack: Stack, brows
                        "ts": int(time.time() * 1000), "text": "terrible, late again, very disappointed"})
         producer.close()
         page.wait_for_function(f"Number(document.body.dataset.decisions) > {seen}", timeout=30_000)
+    finally:
+        page.close()
+
+
+def _background(locator) -> str:
+    return locator.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
+def test_dashboard_feed_pauses_on_the_selected_decision(stack: Stack, browser: Browser) -> None:
+    page = browser.new_page()
+    failed: list[tuple[str, int]] = []
+    page.on("response", lambda response: failed.append((response.url, response.status)) if response.status >= 400 else None)
+    try:
+        page.goto(f"{stack.http}/?token={OPERATOR}")
+        page.wait_for_function("document.querySelectorAll('#feed li').length >= 10", timeout=30_000)
+        page.wait_for_function("document.getElementById('kpi-ws').textContent !== '–'", timeout=15_000)
+        row = page.locator("#feed li").nth(5)
+        decision_id = row.get_attribute("data-decision-id")
+        row.click()
+        page.wait_for_selector("#explanation-summary", timeout=10_000)
+        time.sleep(3)  # three polls of the feed at 150 decisions/s: a live feed would have moved on
+        selected = page.locator("#feed li.selected")
+        assert selected.count() == 1 and selected.get_attribute("data-decision-id") == decision_id
+        assert page.locator("#feed li").nth(5).get_attribute("data-decision-id") == decision_id  # where it was clicked
+        assert decision_id in page.text_content("#explanation h2")
+        assert "paused" in page.text_content("#feed-state") and page.locator("#feed-resume").is_visible()
+
+        hovered = page.locator("#feed li").nth(1)
+        hovered.hover()
+        assert _background(hovered) not in (_background(selected), "rgba(0, 0, 0, 0)")  # hover is not selection
+
+        for kpi in ("#kpi-ws", "#kpi-lag"):  # counts are whole numbers
+            assert re.fullmatch(r"\d[\d,]*", page.text_content(kpi)), (kpi, page.text_content(kpi))
+
+        page.click("#feed-resume")
+        page.wait_for_function(f"![...document.querySelectorAll('#feed li')].some(li => li.dataset.decisionId === "
+                               f"'{decision_id}')", timeout=15_000)
+        assert page.locator("#feed li.selected").count() == 0 and "live" in page.text_content("#feed-state")
+        # No favicon 404, nor any other; an explanation Redis no longer holds (the user's last
+        # PULSE_EXPLANATIONS_PER_USER: 60 users at 150 events/s make one each 0.4 s) is shown from the feed.
+        assert [url for url, status in failed if "/v1/explanations/" not in url or status != 404] == []
+    finally:
+        page.close()
+
+
+def test_shop_shows_why_each_item_and_a_discount(stack: Stack, browser: Browser) -> None:
+    import orjson
+    import redis
+
+    user = f"shopper-{uuid.uuid4().hex[:6]}"
+    page = browser.new_page()
+    try:
+        page.goto(f"{stack.http}/shop.html?user_id={user}&token={stack.token(user)}")
+        page.wait_for_function("Number(document.body.dataset.decisions || 0) >= 1", timeout=30_000)
+        request = urllib.request.Request(f"{stack.http}/v1/decisions/{user}",
+                                         headers={"Authorization": f"Bearer {stack.token(user)}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            latest = orjson.loads(response.read())
+        assert latest["decision_id"] == page.get_attribute("body", "data-last-decision")
+        whys = page.locator("#recommendations .item .why").all_text_contents()
+        assert len(whys) == len(latest["recommendations"]) >= 1
+        phrases = {"collaborative": "tastes like yours", "content": "you often look at", "popularity": "popular right now"}
+        for why, rec in zip(whys, latest["recommendations"]):
+            top = max(rec["components"], key=rec["components"].get)
+            assert why.startswith("Why: ") and (rec["components"][top] <= 0 or phrases[top] in why), (why, rec)
+
+        # The bandit rarely explores a discount: publish one as the engine does, on the user's channel.
+        discount = {**latest, "decision_id": f"{latest['decision_id']}-discount",
+                    "action": {"name": "discount", "propensity": 0.0125, "reason": "explore"}}
+        store = redis.Redis.from_url(stack.env["REDIS_URL"])
+        store.publish(Settings.from_env(stack.env).decision_channel(user), orjson.dumps(discount))
+        store.close()
+        page.wait_for_function("document.body.dataset.lastDecision.endsWith('-discount')", timeout=10_000)
+        offer = page.locator("#offer")
+        assert offer.get_attribute("data-action") == "discount" and offer.is_visible()
+        assert "10% off" in offer.text_content()
+        page.screenshot(path=str(Path(os.environ.get("PULSE_SCREENSHOT_DIR", stack.logs)) / "shop.png"), full_page=True)
     finally:
         page.close()

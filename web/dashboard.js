@@ -1,5 +1,7 @@
 // Pulse operator dashboard: polls /v1/stats and /v1/feed every second; draws throughput, latency
 // percentiles, model quality and dead letters; shows a clicked decision's explanation as bar charts.
+// Clicking a decision pauses the feed (at 500 decisions/s it would scroll the row away at the next poll)
+// until "Resume live feed" (or Escape) is pressed.
 "use strict";
 
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
@@ -61,8 +63,8 @@ function renderStats(stats) {
   document.getElementById("kpi-events").textContent = fmt(events);
   document.getElementById("kpi-decisions").textContent = fmt(decisions);
   document.getElementById("kpi-latency").textContent = `${fmt(history.p50.at(-1), " ms")} / ${fmt(history.p99.at(-1), " ms")}`;
-  document.getElementById("kpi-lag").textContent = fmt(engine.consumer_lag);
-  document.getElementById("kpi-ws").textContent = fmt(stats.gateway.connections);
+  document.getElementById("kpi-lag").textContent = count(engine.consumer_lag);
+  document.getElementById("kpi-ws").textContent = count(stats.gateway.connections);
   const problems = stats.engine_errors.length ? ` — engine metrics unreachable: ${stats.engine_errors.join("; ")}` : "";
   document.getElementById("status").textContent =
     `${engine.engines} engine(s), Redis ${stats.gateway.redis_connected ? "up" : "DOWN"}${problems}`;
@@ -89,15 +91,33 @@ function renderStats(stats) {
     : `<tr><td class="muted">none yet</td></tr>`;
 }
 
+// A count (messages, connections) as a whole number with thousands separators.
+const count = (v) => (v === null || v === undefined ? "–" : Math.round(v).toLocaleString("en-US"));
+
+function setPaused(paused) {
+  document.getElementById("feed-state").textContent = paused
+    ? "(paused on the selected decision)" : "(live: click one to explain it)";
+  document.getElementById("feed-resume").classList.toggle("hidden", !paused);
+  document.getElementById("feed").classList.toggle("paused", paused);
+  if (!paused) {
+    selected = null;
+    document.querySelectorAll("#feed li.selected").forEach((li) => li.classList.remove("selected"));
+  }
+}
+
 function renderFeed(decisions) {
+  if (selected !== null) return;  // paused: the selected row stays where it was clicked
   const feed = document.getElementById("feed");
   feed.replaceChildren(...decisions.map((d) => {
     const li = document.createElement("li");
     li.dataset.decisionId = d.decision_id;
-    if (d.decision_id === selected) li.classList.add("selected");
     const top = d.recommendations && d.recommendations[0] ? d.recommendations[0].item_id : "–";
     li.textContent = `${d.user_id}  ${d.event_type} → ${d.action.name}  top ${top}`;
-    li.onclick = () => showExplanation(d.decision_id);
+    li.onclick = () => {
+      document.querySelectorAll("#feed li.selected").forEach((other) => other.classList.remove("selected"));
+      li.classList.add("selected");
+      showExplanation(d);
+    };
     return li;
   }));
 }
@@ -121,17 +141,25 @@ function barSection(panel, title, contributions, limit = 12) {
   panel.append(section);
 }
 
-async function showExplanation(decisionId) {
-  selected = decisionId;
+// The stored decision (GET /v1/explanations/ID); the feed's copy when Redis no longer holds it (each user
+// keeps their last few, and decisions made without consent are never stored).
+async function showExplanation(fromFeed) {
+  selected = fromFeed.decision_id;
+  setPaused(true);
   const panel = document.getElementById("explanation");
-  const d = await api(`/v1/explanations/${encodeURIComponent(decisionId)}`);
+  let d = fromFeed, note = "";
+  try {
+    d = await api(`/v1/explanations/${encodeURIComponent(fromFeed.decision_id)}`);
+  } catch (error) {
+    note = ` (not stored: ${error.message}; shown from the feed)`;
+  }
   panel.replaceChildren();
   const h = document.createElement("h2");
   h.textContent = `Explanation of ${d.decision_id}`;
   const summary = document.createElement("p");
   summary.id = "explanation-summary";
   const churn = d.churn ? ` churn p=${d.churn.probability.toFixed(3)};` : "";
-  summary.textContent = `${d.user_id}: ${d.event_type} → ${d.action.name} (${d.action.reason});${churn}`;
+  summary.textContent = `${d.user_id}: ${d.event_type} → ${d.action.name} (${d.action.reason});${churn}${note}`;
   panel.append(h, summary);
   if (d.churn) barSection(panel, `Churn: contributions to the logit (intercept ${d.churn.explanation.intercept.toFixed(3)})`,
                           d.churn.explanation.contributions);
@@ -152,5 +180,7 @@ async function tick() {
   }
 }
 
+document.getElementById("feed-resume").onclick = () => { setPaused(false); tick(); };
+document.addEventListener("keydown", (event) => { if (event.key === "Escape" && selected !== null) setPaused(false); });
 tick();
 setInterval(tick, 1000);

@@ -26,8 +26,26 @@ function setStatus(state, detail) {
 
 const OFFERS = {
   retention_offer: ["offer", "We miss you! Here is 15% off your next order."],
+  discount: ["offer discount", "Today only: 10% off the items below."],
   escalate_to_agent: ["offer escalate", "Sorry about that — an agent will contact you right away."],
 };
+
+// Why a recommendation is shown, from its score's components (they sum to the score), largest first.
+const REASONS = {
+  collaborative: () => "shoppers with tastes like yours liked it",
+  content: (rec) => `you often look at ${rec.category}`,
+  popularity: () => "popular right now",
+  boost: (rec) => `${rec.category} is featured`,
+};
+
+function why(rec, decision) {
+  const pinned = (decision.rules || []).some((r) => r.rule === "pin" && (r.items || []).includes(rec.item_id));
+  const parts = Object.entries(rec.components || {}).filter(([name, value]) => value > 0 && REASONS[name])
+    .sort((a, b) => b[1] - a[1]).slice(0, 2).map(([name]) => REASONS[name](rec));
+  if (pinned) parts.unshift("picked by the shop");
+  if (!decision.personalized) parts.push("not personalized: you have not consented");
+  return parts.length ? `Why: ${parts.join(" · ")}` : "Why: new in the catalog";
+}
 
 function render(decision) {
   lastDecisionId = decision.decision_id;
@@ -50,6 +68,9 @@ function render(decision) {
     const meta = document.createElement("div");
     meta.className = "muted";
     meta.textContent = `${rec.category} · score ${rec.score.toFixed(2)}`;
+    const reason = document.createElement("div");
+    reason.className = "why";
+    reason.textContent = why(rec, decision);
     const view = document.createElement("button");
     view.textContent = "View";
     view.className = "view";
@@ -57,7 +78,7 @@ function render(decision) {
     const cart = document.createElement("button");
     cart.textContent = "Add to cart";
     cart.onclick = () => postEvent({type: "add_to_cart", item_id: rec.item_id, category: rec.category, price: 20});
-    card.append(title, meta, view, cart);
+    card.append(title, meta, reason, view, cart);
     return card;
   }));
 }

@@ -14,6 +14,7 @@ from types import ModuleType
 DATASETS: dict[str, str] = {
     "sentiment": "evaluation.datasets.sentiment",
     "cdnow": "evaluation.datasets.cdnow",
+    "movielens-100k": "evaluation.datasets.movielens",
 }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from river.utils.math import sigmoid
 
 from evaluation.bootstrap import GroupResampler
 from evaluation.datasets.sentiment_baselines import BASELINES
@@ -123,7 +124,7 @@ class PulseStep:
         total = math.fsum([explanation["intercept"], *explanation["contributions"].values()])
         self.max_errors["sum"] = max(self.max_errors["sum"], abs(total - explanation["score"]))
         self.max_errors["score"] = max(self.max_errors["score"],
-                                       abs(2.0 * _sigmoid(explanation["score"]) - 1.0 - message["score"]))
+                                       abs(2.0 * sigmoid(explanation["score"]) - 1.0 - message["score"]))
         return float(message["score"]), wall, cpu
 
 
@@ -286,7 +287,3 @@ def weighted_macro_f1(y: np.ndarray, predicted: np.ndarray) -> Callable[[np.ndar
         return float(np.mean(scores))
 
     return statistic
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
