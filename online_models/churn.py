@@ -1,4 +1,5 @@
-"""Online churn classifier: bounded standard scaling followed by logistic regression, with exact explanations."""
+"""Online churn classifier: a fixed frequency prior plus logistic regression on bounded standard scores, with
+exact explanations."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from river.utils.math import sigmoid
 from online_models.explanation import Explanation, linear_explanation
 from online_models.scaling import BoundedStandardScaler
 
-__all__ = ["ChurnClassifier"]
+__all__ = ["FREQUENCY_FEATURE", "ChurnClassifier"]
 
+FREQUENCY_FEATURE = "visits_log"
+"""The feature the frequency prior reads: log of the user's visits (operators.long_term)."""
 
 
 class DecayingRate(optim.base.Scheduler):
@@ -32,20 +35,53 @@ class DecayingRate(optim.base.Scheduler):
 OPTIMIZERS = {"adagrad": optim.AdaGrad, "sgd": optim.SGD}
 
 
+class OffsetLogisticRegression(linear_model.LogisticRegression):
+    """River's logistic regression whose logit gets a fixed per-example offset (the prior), while learning too.
+
+    `learn_offset_one(x, y, offset)` takes the gradient of the loss at `offset + intercept + weights · x`, so
+    the weights learn what the offset leaves unexplained (a logistic regression with an offset term).
+    """
+
+    _offset = 0.0
+
+    def learn_offset_one(self, x: dict, y: bool, offset: float) -> None:
+        self._offset = offset
+        try:
+            self.learn_one(x, y)
+        finally:
+            self._offset = 0.0
+
+    def _raw_dot_one(self, x: dict) -> float:
+        return super()._raw_dot_one(x) + self._offset
+
+
 class ChurnClassifier(base.Classifier):
-    """P(churn) from numeric user features: `BoundedStandardScaler | LogisticRegression`, a River classifier.
+    """P(churn) from numeric user features: a fixed frequency prior plus `BoundedStandardScaler | LogisticRegression`.
+
+    logit = `-frequency_prior * visits_log` + intercept + Σ weight · bounded standard score. The prior
+    term needs no labels: before any, the odds of churn are 1 / visits (a first visit 0.5, a fourth
+    0.2), so users are ranked by how often they came back from the first event on, while labels can
+    take H days (the churn horizon) to arrive. The regression learns what the prior leaves unexplained,
+    its `visits_log` weight included, so with enough labels the prior is corrected rather than obeyed.
 
     Learning updates the scaler, then the regression on the scaled features (as River's pipeline
-    does). Predicting and explaining never update the model: both apply the scaler's
-    `transform_one` and the regression, so `sigmoid(explain_one(x).score) == predict_proba_one(x)[True]`.
+    does), with the prior as a fixed offset of the logit. Predicting and explaining never update the
+    model; the explanation folds the prior into the `visits_log` contribution and the intercept, so
+    `sigmoid(explain_one(x).score) == predict_proba_one(x)[True]` and contributions + intercept = logit.
 
-    `optimizer` "sgd" (default) takes steps of `learning_rate / sqrt(1 + labels / decay_steps)`: the
-    first few hundred labels move the model quickly (and a flip of what drives churn is followed), then
-    the served probabilities settle instead of chasing the latest labels ("adagrad" shrinks each
-    weight's step as its own gradients accumulate). Chosen on the CDNOW replay with a 90-day horizon and
-    the simulator's scenarios (docs/evaluation.md).
+    `features` names the inputs the model reads (None: every feature it is given); the others are ignored
+    when learning, predicting and explaining.
+
+    `optimizer` "sgd" (default) takes constant steps of `learning_rate` (with `decay_steps` > 0 they
+    shrink as `1 / sqrt(1 + labels / decay_steps)`); "adagrad" shrinks each weight's step as its own
+    gradients accumulate. Constant steps keep following a drift however long the model has run; the
+    engine takes smaller ones when labels have a horizon (`PULSE_CHURN_HORIZON_LEARNING_RATE`). Chosen
+    on the CDNOW replay at H = 90, the first half of H = 180 and the simulator's scenarios
+    (docs/evaluation.md).
 
     >>> model = ChurnClassifier(learning_rate=0.1)
+    >>> round(model.predict_proba_one({"visits_log": math.log(4)})[True], 6)  # the prior alone: odds 1 / 4
+    0.2
     >>> for _ in range(100):
     ...     model.learn_one({"idle_days": 30.0, "visits": 1.0}, True)
     ...     model.learn_one({"idle_days": 1.0, "visits": 9.0}, False)
@@ -61,8 +97,9 @@ class ChurnClassifier(base.Classifier):
 
     NAME = "churn-logreg"
 
-    def __init__(self, learning_rate: float = 0.05, l2: float = 0.0, optimizer: str = "sgd",
-                 intercept_lr: float = 0.01, bound: float = 3.0, decay_steps: float = 500.0) -> None:
+    def __init__(self, learning_rate: float = 0.01, l2: float = 0.0, optimizer: str = "sgd",
+                 intercept_lr: float = 0.01, bound: float = 3.0, decay_steps: float = 0.0,
+                 frequency_prior: float = 1.0, features: tuple[str, ...] | None = None) -> None:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not l2 >= 0:
@@ -73,22 +110,27 @@ class ChurnClassifier(base.Classifier):
             raise ValueError(f"intercept_lr must be >= 0, got {intercept_lr}")
         if not decay_steps >= 0:
             raise ValueError(f"decay_steps must be >= 0, got {decay_steps}")
+        if not (frequency_prior >= 0 and math.isfinite(frequency_prior)):
+            raise ValueError(f"frequency_prior must be a finite number >= 0, got {frequency_prior}")
         self.learning_rate = learning_rate
         self.l2 = l2
         self.optimizer = optimizer
         self.intercept_lr = intercept_lr
         self.bound = bound
         self.decay_steps = decay_steps
+        self.frequency_prior = frequency_prior
+        self.features = None if features is None else tuple(features)
         rate = DecayingRate(learning_rate, decay_steps) if optimizer == "sgd" and decay_steps else learning_rate
         self._scaler = BoundedStandardScaler(bound)
-        self._regression = linear_model.LogisticRegression(
+        self._regression = OffsetLogisticRegression(
             optimizer=OPTIMIZERS[optimizer](rate), l2=l2, intercept_lr=intercept_lr)
         self._n_learned = 0
 
     @classmethod
     def _unit_test_params(cls):
         yield {"learning_rate": 0.1}
-        yield {"optimizer": "adagrad", "l2": 0.001}
+        yield {"optimizer": "adagrad", "l2": 0.001, "frequency_prior": 0.0}
+        yield {"features": ("visits_log", "recency_hours_log")}
 
     @property
     def _multiclass(self) -> bool:
@@ -111,19 +153,44 @@ class ChurnClassifier(base.Classifier):
             state.update(_scaler=scaler, learning_rate=regression.optimizer.learning_rate, l2=regression.l2,
                          optimizer="sgd", intercept_lr=regression.intercept_lr.learning_rate, bound=scaler.bound,
                          decay_steps=0.0)
+        if "frequency_prior" not in state:  # a checkpoint from before the prior: it learned without one
+            state["frequency_prior"] = 0.0
+            state["_regression"].__class__ = OffsetLogisticRegression
+        state.setdefault("features", None)  # ... and from before the model chose its inputs: it read them all
         self.__dict__.update(state)
 
+    def _inputs(self, x: dict) -> dict:
+        """The features of `x` the model reads."""
+        return x if self.features is None else {name: x[name] for name in self.features if name in x}
+
+    def prior_logit(self, x: dict) -> float:
+        """The fixed part of the logit: `-frequency_prior * visits_log` (0 without that feature)."""
+        return -self.frequency_prior * x.get(FREQUENCY_FEATURE, 0.0)
+
     def learn_one(self, x: dict, y: bool) -> None:
-        """Update the scaler statistics, then the regression on the scaled example (True = churned)."""
+        """Update the scaler statistics, then the regression on the scaled example with the prior as offset."""
+        x = self._inputs(x)
         self._scaler.learn_one(x)
-        self._regression.learn_one(self._scaler.transform_one(x), bool(y))
+        self._regression.learn_offset_one(self._scaler.transform_one(x), bool(y), self.prior_logit(x))
         self._n_learned += 1
 
     def predict_proba_one(self, x: dict) -> dict[bool, float]:
-        """`{False: 1 - p, True: p}` with p = P(churn); 0.5 before any learning."""
+        """`{False: 1 - p, True: p}` with p = P(churn); the prior's alone before any learning."""
         p = float(sigmoid(self.explain_one(x).score))
         return {False: 1.0 - p, True: p}
 
     def explain_one(self, x: dict) -> Explanation:
-        """Contributions `weight * scaled value` per feature; with the intercept they sum to the logit."""
-        return linear_explanation(self._regression.weights, self._scaler.transform_one(x), self._regression.intercept)
+        """Contributions `weight * scaled value` per feature; with the intercept they sum to the logit.
+
+        The prior's term is split like the scaled features, around the mean of the labelled examples:
+        `-frequency_prior * (visits_log - mean)` joins the `visits_log` contribution and the rest the
+        intercept, so a contribution says how the user differs from the average labelled user.
+        """
+        x = self._inputs(x)
+        contributions = linear_explanation(self._regression.weights, self._scaler.transform_one(x), 0.0).contributions
+        intercept = self._regression.intercept
+        if self.frequency_prior and FREQUENCY_FEATURE in x:
+            mean = self._scaler.means.get(FREQUENCY_FEATURE, 0.0)
+            contributions[FREQUENCY_FEATURE] += self.prior_logit(x) - self.prior_logit({FREQUENCY_FEATURE: mean})
+            intercept += self.prior_logit({FREQUENCY_FEATURE: mean})
+        return Explanation(intercept=intercept, contributions=contributions)

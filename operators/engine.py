@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from river import stats
@@ -47,6 +48,7 @@ from operators.experiments import (
 )
 from operators.features import (
     CHURN_FEATURES,
+    CHURN_MODEL_FEATURES,
     CONTROL_EVENTS,
     INTERACTION_STRENGTH,
     UserFeatures,
@@ -79,6 +81,9 @@ class EngineConfig:
     holdout_share: float = 0.0  # in-process default: everyone personalized (the dataflow reads PULSE_HOLDOUT_SHARE)
     experiment_salt: str = DEFAULT_SALT
     churn_horizon_ms: int = 0  # "not churned" labels earlier than this after their decision wait for it (long_term)
+    churn_learning_rate: float = 0.02  # churn model's SGD step per label without a horizon ...
+    churn_horizon_learning_rate: float = 0.002  # ... and with one (a day's labels come in cohort blocks)
+    churn_frequency_prior: float = 1.0  # logit -k * log(visits) before labels (online_models.churn)
     offer_min_confidence: float = 0.2  # offers need at least this decision confidence (cold_start)
     winback_min_idle_ms: int = 7 * 86_400_000  # quiet time before the first win-back check; 0: no win-back
     winback_channel: str = "email"
@@ -94,8 +99,11 @@ class PersonalizationEngine:
         # drift each is replaced by a fresh model retrained on the examples since the change.
         # Labels learned at their horizon come in cohorts of decisions whose mix shifts with the customers, which
         # ADWIN reads as drift: then a drift is only counted (CDNOW, H = 90: 36 to 50 retrains cost 0.06 AUC).
-        self.churn_adaptive = DriftAdaptive(ChurnClassifier, _learn_example, buffer_size=DRIFT_REPLAY,
-                                            retrain=not config.churn_horizon_ms)
+        churn_rate = config.churn_horizon_learning_rate if config.churn_horizon_ms else config.churn_learning_rate
+        self.churn_adaptive = DriftAdaptive(
+            partial(ChurnClassifier, learning_rate=churn_rate, frequency_prior=config.churn_frequency_prior,
+                    features=CHURN_MODEL_FEATURES),
+            _learn_example, buffer_size=DRIFT_REPLAY, retrain=not config.churn_horizon_ms)
         self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
         self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)
         self.policy = ExploringPolicy(

@@ -35,6 +35,10 @@ CHURN_FEATURES = (
     "chats_per_session",
     *VISIT_FEATURES,
 )
+# What the churn model reads of them: tenure and visit gaps stay in decisions and the long-term record but lowered the
+# model's AUC on the simulator (drift) and on CDNOW (docs/evaluation.md).
+CHURN_MODEL_FEATURES = tuple(name for name in CHURN_FEATURES
+                             if name not in ("tenure_days_log", "visit_gap_hours_log", "mean_visit_gap_hours_log"))
 
 
 class UserFeatures:
@@ -150,7 +154,9 @@ class UserFeatures:
         At `now_ms` (default: the latest behavioural event) recency is the gap before that event, or,
         later, the time since it (how an idle user's risk grows).
         """
-        sessions = max(self.n_sessions, 1)
+        # A stream without session events still has visits (operators.long_term): per-session ratios count those,
+        # so they do not become copies of the event counts.
+        sessions = max(self.n_sessions, self.memory.n_visits, 1)
         now = self.last_ts if now_ms is None else max(now_ms, self.last_ts)
         recency = now - self.last_ts if now > self.last_ts else self.last_ts - self.previous_ts
         return {

@@ -135,6 +135,15 @@ class Settings:
         "Horizon of churn labels: a churn_outcome tells whether the user churned within this many seconds of "
         "their latest event; a 'not churned' that arrives earlier is learned once it has passed, so every "
         "label is learned at the same age. 0: every label is learned on arrival.")
+    churn_learning_rate: float = setting("PULSE_CHURN_LEARNING_RATE", "0.02",
+        "SGD step of the churn model per label when labels are learned on arrival (PULSE_CHURN_HORIZON_S 0).")
+    churn_horizon_learning_rate: float = setting("PULSE_CHURN_HORIZON_LEARNING_RATE", "0.002",
+        "SGD step of the churn model per label when labels have a horizon: a day's labels are then learned as "
+        "blocks of one cohort of decisions (the returns whose horizon passed, then the churns), which a larger "
+        "step chases.")
+    churn_frequency_prior: float = setting("PULSE_CHURN_FREQUENCY_PRIOR", "1.0",
+        "Strength k of the churn model's fixed frequency prior: its logit includes -k * log(visits), so before "
+        "any label the odds of churn are 1 / visits^k; labels learn corrections. 0: no prior.")
     long_term_retention_s: int = setting("PULSE_LONG_TERM_RETENTION_S", "63072000",
         "How long after their latest event (default two years) an idle user's long-term record (churn aggregates, "
         "about 210 bytes) is kept once the full profile expired; 0: none, idle users are dropped at "
@@ -254,6 +263,11 @@ class Settings:
         for name in ("churn_horizon_s", "long_term_retention_s", "winback_min_idle_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{setting_doc(name).var} must be >= 0")
+        for name in ("churn_learning_rate", "churn_horizon_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{setting_doc(name).var} must be positive")
+        if not self.churn_frequency_prior >= 0:
+            raise ConfigError("PULSE_CHURN_FREQUENCY_PRIOR must be >= 0")
         if self.long_term_retention_s and self.long_term_retention_s <= self.churn_horizon_s:
             raise ConfigError("PULSE_LONG_TERM_RETENTION_S must exceed PULSE_CHURN_HORIZON_S (held labels wait in it)")
         if not 0.0 <= self.offer_min_confidence <= 1.0:

@@ -32,6 +32,20 @@ def test_labels_follow_the_protocol() -> None:
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
 
 
+def test_labels_whose_horizon_passes_the_end_are_learned_but_not_scored() -> None:
+    from evaluation.datasets.cdnow import replay
+    from pulse.config import Settings
+
+    # b's purchase on day 150 has 90 days only up to day 240 > 200 (the data's end): only a return can be known
+    purchases = [Purchase("a", DAY0, 10.0, 1), Purchase("a", DAY0 + 20, 10.0, 1), Purchase("b", DAY0 + 150, 10.0, 1),
+                 Purchase("b", DAY0 + 160, 10.0, 1), Purchase("z", DAY0 + 200, 1.0, 1)]
+    run = replay(churn_events(purchases, horizon_days=90), 90, Settings.from_env(), progress=False)
+    # labels: a@0 (returned on day 20), a@20 (churned, day 111), b@150 (returned on day 160: sent, not scored)
+    assert run.labels == 3 and run.unscored == 1
+    assert run.purchase_days == [DAY0, DAY0 + 20] and run.churned == [False, True]
+    assert len(run.scores["Pulse (served probability)"]) == len(run.scores["frequency (purchases, negated)"]) == 2
+
+
 def test_rows_of_one_customer_and_day_are_one_purchase(tmp_path: Path) -> None:
     path = tmp_path / "cdnow.txt"
     path.write_text(" customer_id  date number_of_cds  dollar_value\n 00001 19970101  1   11.77\n"
@@ -74,13 +88,18 @@ def test_the_harness_replays_a_cdnow_file_through_the_engine(tmp_path: Path, mon
     assert evaluate(args) == 0
     summary = json.loads((out / "report.json").read_text())
     assert summary["labels"] > 300 and 0.1 < summary["churned_share"] < 0.9
-    assert summary["labels_on_served_features"] == summary["labels"], "every label learned on the served features"
+    assert summary["labels_on_served_features"] == summary["labels_sent"], "every label learned on the served features"
+    assert summary["labels_unscored"] > 0 and summary["labels_sent"] == summary["labels"] + summary["labels_unscored"]
     assert summary["events_meeting_long_term_record"] > 0, "labels and returns met idle customers' records"
     methods = summary["methods"]
     assert set(methods) >= {"Pulse (served probability)", "RFM logistic", "frequency (purchases, negated)"}
     point, low, high = methods["Pulse (served probability)"]["auc_all"]
     assert 0.0 <= low <= point <= high <= 1.0
     assert "log_loss_all" not in methods["frequency (purchases, negated)"]
-    assert summary["acceptance"]["cells"] == 6
+    assert summary["acceptance"]["cells"] == 6 and summary["strongest"]["cells"] == 6
+    assert summary["strongest"]["by_cell"]["auc_all"]["better_baseline"] == "frequency (purchases, negated)"
+    assert 0.0 <= methods["frequency (purchases, negated)"]["purchase_day_auc_all"][0] <= 1.0
+    assert set(summary["pulse_minus"]) == {"frequency (purchases, negated)", "RFM logistic, log scale, at the horizon"}
     report = (out / "report.md").read_text()
-    assert "same-day AUC" in report and (out / "auc_by_month.png").exists() and (out / "calibration.png").exists()
+    assert "same-day AUC" in report and "purchase-day AUC" in report
+    assert (out / "auc_by_month.png").exists() and (out / "calibration.png").exists()

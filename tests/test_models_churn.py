@@ -45,6 +45,30 @@ def test_prior_to_learning_probability_is_one_half():
     assert ChurnClassifier().predict_proba_one({"a": 3.0}) == {False: 0.5, True: 0.5}
 
 
+def test_before_any_label_the_frequency_prior_ranks_by_visits():
+    model = ChurnClassifier()
+    p = [model.predict_proba_one({"visits_log": math.log(n), "recency_hours_log": 2.0})[True] for n in (1, 2, 4, 9)]
+    assert p == pytest.approx([1 / 2, 1 / 3, 1 / 5, 1 / 10])  # odds of churn 1 / visits
+    explanation = model.explain_one({"visits_log": math.log(4), "recency_hours_log": 2.0})
+    assert explanation.contributions == {"visits_log": pytest.approx(-math.log(4)), "recency_hours_log": 0.0}
+    assert explanation.intercept == 0.0
+    assert ChurnClassifier(frequency_prior=0.0).predict_proba_one({"visits_log": 2.0})[True] == 0.5
+
+
+def test_labels_correct_the_prior_when_it_is_wrong():
+    """Frequent visitors who churn (the prior says they stay): the regression learns to overrule it."""
+    rng = random.Random(4)
+    model = ChurnClassifier(learning_rate=0.05)
+    for _ in range(3000):
+        visits = rng.randint(1, 30)
+        x = {"visits_log": math.log(visits)}
+        model.learn_one(x, rng.random() < _sigmoid(1.5 * (math.log(visits) - 1.5)))
+    low, high = (model.predict_proba_one({"visits_log": math.log(n)})[True] for n in (1, 30))
+    assert high > 0.7 and low < 0.2
+    e = model.explain_one({"visits_log": math.log(30)})
+    assert _sigmoid(e.score) == pytest.approx(high, abs=1e-12) and e.contributions["visits_log"] > 0
+
+
 def test_explanation_is_exact_logit():
     model = ChurnClassifier(learning_rate=0.1, l2=0.001)
     stream = list(_stream(600, seed=2))
@@ -91,8 +115,9 @@ def test_same_stream_same_model():
     assert a.predict_proba_one(probe) == b.predict_proba_one(probe)
 
 
-@pytest.mark.parametrize("kwargs",
-                         [{"learning_rate": 0.0}, {"l2": -1.0}, {"optimizer": "adam"}, {"intercept_lr": -1.0}])
+@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}, {"optimizer": "adam"},
+                                    {"intercept_lr": -1.0}, {"frequency_prior": -1.0},
+                                    {"frequency_prior": math.inf}])
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         ChurnClassifier(**kwargs)
@@ -116,3 +141,26 @@ def test_a_checkpoint_of_the_earlier_model_still_loads():
     probe = {"recency_hours_log": 4.0, "sessions_7d": 2.0, "dwell_seconds": 30.0}
     assert restored.predict_proba_one(probe)[True] == pytest.approx(pipeline.predict_proba_one(probe)[True], abs=1e-12)
     assert (restored.optimizer, restored.learning_rate, restored.version) == ("sgd", 0.05, "churn-logreg@200")
+
+
+def test_a_checkpoint_from_before_the_prior_keeps_predicting_the_same():
+    """A model pickled before the frequency prior existed restores without one and goes on learning."""
+    import pickle
+
+    from river import linear_model
+
+    model = ChurnClassifier(frequency_prior=0.0)
+    for x, y in _stream(200):
+        model.learn_one({**x, "visits_log": 1.0}, y)
+    state = dict(model.__dict__)
+    del state["frequency_prior"]
+    state["_regression"] = copy.deepcopy(state["_regression"])
+    state["_regression"].__class__ = linear_model.LogisticRegression  # what older checkpoints hold
+    old = ChurnClassifier.__new__(ChurnClassifier)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    probe = {"recency_hours_log": 4.0, "sessions_7d": 2.0, "dwell_seconds": 30.0, "visits_log": 1.0}
+    assert restored.frequency_prior == 0.0
+    assert restored.predict_proba_one(probe) == model.predict_proba_one(probe)
+    restored.learn_one(probe, True)
+    assert restored.n_learned == 201

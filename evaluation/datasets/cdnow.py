@@ -6,8 +6,10 @@ customer and day are one purchase (67,591 purchases).
 
 The protocol (issue 22): each purchase is a `purchase` event; each purchase's churn label is a
 `churn_outcome` sent when it becomes known: a next purchase within H days makes it "not churned", sent at
-that purchase (just before it); none makes it "churned", sent on day H + 1. Purchases whose H days reach
-past the data's last day get no label. Everything is replayed in time order through the dataflow's
+that purchase (just before it); none makes it "churned", sent on day H + 1. A purchase whose H days reach
+past the data's last day can only get a "not churned" label (a return is seen, a churn is not): such labels
+are sent, as a live site would, but not scored, since keeping only the returns would select labels by their
+outcome (every one of them "not churned"). Everything is replayed in time order through the dataflow's
 parser and per-user step (evaluation.replay: idle users shrink to their long-term record after the TTL,
 timers fire in event time), with the engine told the labels' horizon (`PULSE_CHURN_HORIZON_S` = H days).
 
@@ -135,11 +137,14 @@ class Run:
     """Every label's scores and what the replay did."""
 
     horizon_days: int
-    customers: list[str] = field(default_factory=list)  # per label
+    customers: list[str] = field(default_factory=list)  # per scored label
     label_days: list[int] = field(default_factory=list)
+    purchase_days: list[int] = field(default_factory=list)
     churned: list[bool] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # method -> per label
     purchases: int = 0
+    labels: int = 0  # every label sent, scored or not
+    unscored: int = 0  # "not churned" labels of purchases whose horizon passes the data's end
     labels_on_served_features: int = 0  # labels whose learned features equal the served decision's
     win_backs: int = 0
     rejected: int = 0
@@ -158,6 +163,9 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
         settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
         attribution_window_ms=int(settings.attribution_window_s * 1000), nba_epsilon=settings.nba_epsilon,
         nba_warmup=settings.nba_warmup, churn_horizon_ms=horizon_days * MS_PER_DAY,
+        churn_learning_rate=settings.churn_learning_rate,
+        churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
+        churn_frequency_prior=settings.churn_frequency_prior,
         offer_min_confidence=settings.offer_min_confidence, winback_min_idle_ms=settings.winback_min_idle_s * 1000,
         winback_channel=settings.winback_channel))
     pulse = Replay(engine, idle_ttl_s=settings.decision_ttl_s, retention_s=settings.long_term_retention_s)
@@ -166,6 +174,7 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     baselines = Baselines(horizon_days)
     run = Run(horizon_days)
     served: dict[str, tuple[float, dict[str, float]]] = {}  # customer -> the last purchase's decision
+    last_day = max((e["ts"] // MS_PER_DAY + EPOCH_DAY for e in events if e["type"] == "purchase"), default=0)
     iterator: Iterator[dict[str, Any]] = iter(events)
     if progress:
         from tqdm import tqdm
@@ -190,12 +199,18 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
             continue
         probability, served_features = served[customer]
         learned = {name: decision["features"][name] for name in CHURN_FEATURES}
+        run.labels += 1
         run.labels_on_served_features += learned == served_features
+        scores = baselines.label(customer, event["churned"], event["purchase_day"])
+        if event["purchase_day"] + horizon_days > last_day:  # only a return could be known: outcome-selected
+            run.unscored += 1
+            continue
         run.customers.append(customer)
         run.label_days.append(day)
+        run.purchase_days.append(event["purchase_day"])
         run.churned.append(event["churned"])
         run.scores[PULSE].append(probability)
-        for method, score in baselines.label(customer, event["churned"], event["purchase_day"]).items():
+        for method, score in scores.items():
             run.scores[method].append(score)
     pulse.advance(pulse.now_ms)
     run.win_backs = sum(d["action"]["name"] == "win_back_offer" for d in pulse.timer_decisions)
@@ -204,6 +219,7 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     run.engine = {"churn_model": {"version": model.version, "optimizer": model.optimizer,
                                   "learning_rate": model.learning_rate,
                                   "l2": model.l2, "intercept_lr": model.intercept_lr, "bound": model.bound,
+                                  "decay_steps": model.decay_steps, "frequency_prior": model.frequency_prior,
                                   "generation": len(engine.churn_adaptive.adaptations)},
                   "labels_learned_before_their_horizon": engine.churn_labels.learned_early,
                   "idle_ttl_s": settings.decision_ttl_s, "long_term_retention_s": settings.long_term_retention_s,
