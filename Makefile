@@ -13,7 +13,9 @@ PYTEST_ARGS ?=
 demo: install
 	$(BIN)/pulse demo $(DEMO_ARGS)
 
+# ruff first (configured in pyproject.toml): a lint error fails the target before the tests run.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: system-deps $(STAMP)

@@ -3,12 +3,12 @@
     .venv/bin/python -m bench.decisions [--events 60000] [--out FILE]
     .venv/bin/python -m bench.decisions --compare A.jsonl B.jsonl [--tolerance 1e-12]
 
-Feeds the throughput benchmark's fixed-seed stream (bench.common.simulated_events) through the parser and
-the per-user step, as `bench.throughput`'s engine step does, and writes every decision as a line of JSON
-without its wall-clock fields (`ingest_ts`, `decided_ts`, `latency_ms`), then prints the digest of the
-file. Run it at two commits (`git worktree add DIR COMMIT`, then `cd DIR && PYTHONPATH=DIR python
-/path/to/this/file ...`) and `--compare` the files: it counts the decisions that differ and shows the first
-difference, field by field.
+Feeds the throughput benchmark's fixed-seed stream (bench.common.simulated_events), on a fixed clock
+(`STREAM_START_MS`: the benchmark's own starts at the current minute), through `bench.throughput`'s engine
+step (the parser and the per-user step), and writes every decision as a line of JSON without its wall-clock
+fields (`ingest_ts`, `decided_ts`, `latency_ms`), then prints the digest of the file. Run it on two commits'
+code (`git worktree add DIR COMMIT`, then `cd DIR && PYTHONPATH=DIR python /path/to/this/file ...`) and
+`--compare` the files: it counts the decisions that differ and shows the first difference, field by field.
 """
 
 from __future__ import annotations
@@ -22,31 +22,22 @@ from typing import Any
 import orjson
 
 WALL_CLOCK_FIELDS = ("ingest_ts", "decided_ts", "latency_ms")
+STREAM_START_MS = 1_763_900_000_000  # the stream's first event time: runs at any time see the same events
 
 
 def decisions(n_events: int) -> list[dict[str, Any]]:
     """The stream's decisions, in order, without wall-clock fields."""
-    from bench.common import simulated_events
-    from operators.engine import EngineConfig, PersonalizationEngine
-    from operators.parse import EventParser
-    from operators.user_state import user_logic_builder
+    from bench.throughput import engine_step
+    from simulator import EventGenerator, SimulationConfig, World
 
-    parser = EventParser({"clickstream": "clickstream", "chat": "chat", "control": "control"}, 65536)
-    build = user_logic_builder(PersonalizationEngine(EngineConfig()), None, idle_ttl_s=86400)
-    logics: dict = {}
+    world = World(SimulationConfig(users=2000, items=1000, seed=42, start_ms=STREAM_START_MS))
+    events = [event for event in EventGenerator(world).events(n_events) if event.valid]
     out: list[dict[str, Any]] = []
-    for event in simulated_events(n_events):
-        accepted = parser.parse(event.value, event.key, event.topic, 0, 0)
-        user = accepted.event["user_id"]
-        logic = logics.get(user) or logics.setdefault(user, build(None))
-        outputs, discard = logic.on_batch([accepted])
-        if discard:
-            del logics[user]
-        for decision_out in outputs:
-            decision = orjson.loads(decision_out.payload)
-            for field in WALL_CLOCK_FIELDS:
-                decision.pop(field, None)
-            out.append(decision)
+    for decision_out in engine_step(events, warmup=0)[1]:
+        decision = orjson.loads(decision_out.payload)
+        for field in WALL_CLOCK_FIELDS:
+            decision.pop(field, None)
+        out.append(decision)
     return out
 
 

@@ -48,7 +48,8 @@ def descendants(pid: int) -> dict[int, str]:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            role = next((name for marker, name in ROLES if marker in cmdline and "setpriv" not in cmdline.split()[0]), None)
+            role = next((name for marker, name in ROLES if marker in cmdline and "setpriv" not in cmdline.split()[0]),
+                        None)
             if role is not None:
                 found[child] = role
     return found
@@ -143,10 +144,12 @@ def render(rows: list[dict], duration_s: float) -> str:
     def fmt(value: float | None, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
-    out = ["min | p50 ms | p99 ms (max) | decisions/s | sent / decided | broker cpu, MiB | store cpu, MiB | redis MiB | engine cpu",
+    out = ["min | p50 ms | p99 ms (max) | decisions/s | sent / decided | broker cpu, MiB | store cpu, MiB "
+           "| redis MiB | engine cpu",
            "---|---|---|---|---|---|---|---|---"]
     for r in rows:
-        out.append(f"{r['minute']} | {fmt(r['p50_ms'], '.1f')} | {fmt(r['p99_ms'], '.1f')} ({fmt(r['p99_max_ms'], '.0f')}) | "
+        out.append(f"{r['minute']} | {fmt(r['p50_ms'], '.1f')} | {fmt(r['p99_ms'], '.1f')} "
+                   f"({fmt(r['p99_max_ms'], '.0f')}) | "
                    f"{fmt(r['decisions_s'], '.0f')} | {r['sent']:,} / {r['decided']:,} | "
                    f"{fmt(r['broker_cpu'], '.0%')}, {fmt(r['broker_mib'], '.0f')} | {fmt(r['store_cpu'], '.0%')}, "
                    f"{fmt(r['store_mib'], '.0f')} | {fmt(r['redis_mib'], '.0f')} | {fmt(r['engine_cpu'], '.0%')}")

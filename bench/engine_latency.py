@@ -28,10 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, percentile_spectrum, percentiles, print_table, run_env, servers,
+    ROOT,
+    PubSubListener,
+    add_json_option,
+    fmt,
+    percentile_spectrum,
+    percentiles,
+    print_table,
+    run_env,
+    servers,
     write_json,
 )
 from bench.latency import simulate
+
 
 def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, redis_url: str, workdir: Path) -> dict:
     """One rate: fresh topics and engine; the stage percentiles of every decision of the paced load."""

@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    ROOT, CpuMeter, add_json_option, fmt, median, percentiles, print_table, run_env, servers, write_json,
+    ROOT,
+    CpuMeter,
+    add_json_option,
+    fmt,
+    median,
+    percentiles,
+    print_table,
+    run_env,
+    servers,
+    write_json,
 )
 
 SECRET = "bench-secret"
@@ -109,7 +118,8 @@ def _publish(redis_url: str, prefix: str, users: list[str], rate: int, duration:
         for _ in range(batch):
             user = users[sent % len(users)]
             pipe.publish(f"{prefix}:decisions:{user}",
-                         b'{"decision_id":"d-%d","user_id":"%s","sent_ms":%.3f}' % (sent, user.encode(), time.time() * 1000.0))
+                         b'{"decision_id":"d-%d","user_id":"%s","sent_ms":%.3f}' % (sent, user.encode(),
+                                                                                    time.time() * 1000.0))
             sent += 1
         pipe.execute()
     client.close()
@@ -155,7 +165,7 @@ def measure(subscribers: int, plan: Load, gc_freeze: int, redis_url: str, workdi
                 try:
                     ws = await websockets.connect(uri, max_size=None, open_timeout=30, ping_interval=None)
                     break
-                except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+                except (TimeoutError, OSError, websockets.InvalidHandshake):
                     await asyncio.sleep(0.2 * (attempt + 1))
             else:
                 return
@@ -178,7 +188,7 @@ def measure(subscribers: int, plan: Load, gc_freeze: int, redis_url: str, workdi
                     await ws.recv()  # {"type": "subscribed"}
                     visited.append(i)
                     await asyncio.sleep(VISIT_S)
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
+            except (TimeoutError, OSError, websockets.WebSocketException):
                 pass
 
         async def churn_until(stop: asyncio.Event, visited: list[int]) -> None:
@@ -301,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(f"Fan-out: publish -> WebSocket receive (ms), median of {args.runs} run(s){churn}",
                 ["subscribers", "connected", "GC freeze", "published/s", "delivered/s", "p50", "p99", "max",
                  "Redis-only p99", "p99 vs Redis", "gateway cores", "gateway full GC ms"], rows)
-    for (n, freeze, rate), rs in sorted(results.items()):
+    for n, freeze, rate in sorted(results):
         if freeze and (n, 0, rate) in results:  # the baseline of the same run: the gateway without freezing
             with_p99, without_p99 = (median(r["websocket"]["p99"] for r in results[key])
                                      for key in ((n, 1, rate), (n, 0, rate)))

@@ -36,8 +36,17 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, PubSubListener, add_json_option, fmt, median, percentile_spectrum, percentiles, print_table, run_env,
-    servers, write_json,
+    ROOT,
+    PubSubListener,
+    add_json_option,
+    fmt,
+    median,
+    percentile_spectrum,
+    percentiles,
+    print_table,
+    run_env,
+    servers,
+    write_json,
 )
 
 SECRET = "bench-secret"
@@ -58,7 +67,7 @@ async def ws_clients(port: int, users: list[str], received: list, stop: asyncio.
             while not stop.is_set():
                 try:
                     frame = await asyncio.wait_for(ws.recv(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 now = time.time() * 1000.0
                 message = orjson.loads(frame)
@@ -105,7 +114,8 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
             deadline = time.monotonic() + 60
             while not received:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("no decision within 60 s: " + (workdir / f"latency-{rate}.log").read_text()[-1500:])
+                    log = (workdir / f"latency-{rate}.log").read_text()
+                    raise TimeoutError("no decision within 60 s: " + log[-1500:])
                 await asyncio.to_thread(simulate, env, 50, 0.5, users, items, 1)
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)
@@ -148,7 +158,8 @@ def measure(rate: int, duration: float, users: int, items: int, bootstrap: str, 
 
 def simulate(env: dict[str, str], rate: int, duration: float, users: int, items: int, seed_offset: int) -> int:
     """bench.sender (the simulator, paced) as a child process; returns the number of events sent."""
-    args = [sys.executable, "-m", "bench.sender", str(rate), str(duration), str(users), str(items), str(41 + seed_offset)]
+    args = [sys.executable, "-m", "bench.sender", str(rate), str(duration), str(users), str(items),
+            str(41 + seed_offset)]
     done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=duration + 120)
     try:
         return int(done.stdout.strip().splitlines()[-1])

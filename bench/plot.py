@@ -48,7 +48,8 @@ def main() -> None:
         rows = [r for r in latency["results"]]
         xs = [str(r["rate"]) if r["rate"] else "max" for r in rows]
         for q in ("p50", "p99"):
-            ax.plot(xs, [sorted(x["total"][q] for x in r["runs"])[len(r["runs"]) // 2] for r in rows], marker="o", label=q)
+            ax.plot(xs, [sorted(x["total"][q] for x in r["runs"])[len(r["runs"]) // 2] for r in rows], marker="o",
+                    label=q)
         if engine_latency:  # the engine alone, on the same x positions (its rates are among the offered ones)
             alone = {str(r["rate"]): r["total"] for r in engine_latency["results"] if str(r["rate"]) in xs}
             for q in ("p50", "p99"):

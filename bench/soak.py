@@ -88,8 +88,8 @@ class Engine:
 
     def start(self) -> None:
         with open(self._log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "run", "-w", "1"], env=self._env, cwd=ROOT,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "run", "-w", "1"], env=self._env,
+                                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.runs.append({"started": time.monotonic()})
 
     def sample_rss(self) -> None:
@@ -117,7 +117,8 @@ class Engine:
             stop_processes(self.process)
 
 
-def send(events: list[SimEvent], sink: KafkaEventSink, rate: float, stop: threading.Event, sent: list[SimEvent]) -> None:
+def send(events: list[SimEvent], sink: KafkaEventSink, rate: float, stop: threading.Event,
+         sent: list[SimEvent]) -> None:
     """Send at `rate` events/s until the events run out or `stop` is set."""
     start = time.monotonic()
     for index, event in enumerate(events):
@@ -240,19 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=180, help="seconds of load (default 180)")
     parser.add_argument("--rate", type=float, default=300, help="events per second (default 300)")
     parser.add_argument("--fault-every", type=float, default=30, help="seconds between faults (default 30; 0: none)")
-    parser.add_argument("--sample-every", type=float, default=30, help="seconds between Redis memory samples (default 30)")
+    parser.add_argument("--sample-every", type=float, default=30,
+                        help="seconds between Redis memory samples (default 30)")
     parser.add_argument("--bounded-broker", action="store_true",
                         help="the broker keeps its records in pulse.objectstore, as the demo's does (no engine kills)")
     parser.add_argument("--redis-down", type=float, default=5, help="seconds redis-server stays down (default 5)")
     parser.add_argument("--snapshot-s", type=int, default=2, help="recovery snapshot interval (default 2)")
-    parser.add_argument("--drain-s", type=float, default=120, help="longest wait for the engine to catch up (default 120)")
+    parser.add_argument("--drain-s", type=float, default=120,
+                        help="longest wait for the engine to catch up (default 120)")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--malformed", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=42)
     report = soak(parser.parse_args(argv))
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    return 0 if report["lost"] == 0 and report["redis_stale_users"] == 0 and report["dead_lettered"] >= report["malformed"] else 1
+    complete = report["lost"] == 0 and report["redis_stale_users"] == 0
+    return 0 if complete and report["dead_lettered"] >= report["malformed"] else 1
 
 
 if __name__ == "__main__":

@@ -191,24 +191,26 @@ def main(argv: list[str] | None = None) -> dict:
         r = measure_users(n, args.runs)
         results.append(r)
         print(f"{n:,} users: {r['bytes_per_user']:,.0f} B/user, snapshot all {r['snapshot_all_s'] * 1e3:,.1f} ms, "
-              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full {r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
+              f"1% {r['snapshot_1pct_s'] * 1e3:,.1f} ms, model checkpoint full "
+              f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ms, "
               f"1% changed {r['model_checkpoint_1pct_s'] * 1e3:,.1f} ms, "
               f"restart {r['restart_s'] * 1e3:,.1f} ms, full GC pass {r['gc_full_pass_s'] * 1e3:,.1f} ms then "
               f"{r['gc_next_full_pass_s'] * 1e3:,.1f} ms", flush=True)
     base = results[0]
+
+    def lin(r: dict, key: str) -> str:
+        """Per-user cost of `key` relative to the smallest run's (1.00: linear in users)."""
+        return f"{(r[key] / r['users']) / (base[key] / base['users']):.2f}"
+
     rows = []
     for r in results:
-        n, n0 = r["users"], base["users"]
-
-        def lin(key: str) -> str:
-            return f"{(r[key] / n) / (base[key] / n0):.2f}"
-
+        n = r["users"]
         rows.append([fmt(n), fmt(r["bytes_per_user"]), fmt(r["snapshot_bytes_per_user"]),
-                     f"{r['snapshot_all_s'] * 1e3:,.1f} ({lin('snapshot_all_s')})",
+                     f"{r['snapshot_all_s'] * 1e3:,.1f} ({lin(r, 'snapshot_all_s')})",
                      f"{r['snapshot_1pct_s'] * 1e3:,.2f}",
-                     f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ({lin('model_checkpoint_full_s')})",
+                     f"{r['model_checkpoint_full_s'] * 1e3:,.1f} ({lin(r, 'model_checkpoint_full_s')})",
                      f"{r['model_checkpoint_1pct_s'] * 1e3:,.1f}",
-                     f"{r['restart_s'] * 1e3:,.1f} ({lin('restart_s')})",
+                     f"{r['restart_s'] * 1e3:,.1f} ({lin(r, 'restart_s')})",
                      f"{r['gc_full_pass_s'] * 1e3:,.1f} / {r['gc_next_full_pass_s'] * 1e3:,.1f}"])
     print_table(f"State vs users (median of {args.runs} runs; in parentheses: time per user relative to "
                 f"{fmt(base['users'])} users, 1.00 = linear)",

@@ -1,6 +1,7 @@
 """Throughput benchmark: events/s from Kafka in to decisions out (Redis + decision log), every model learning.
 
-    .venv/bin/python -m bench.throughput [--events 30000] [--warmup-events 30000] [--runs 3] [--quix-python PATH] [--json]
+    .venv/bin/python -m bench.throughput [--events 30000] [--warmup-events 30000] [--runs 3] [--quix-python PATH]
+    [--json]
 
 Each run preloads the same simulated events (valid clickstream/chat/control events of 2,000 users over
 1,000 items) into fresh topics of a local Tansu broker, then lets one pipeline drain them, writing every
@@ -45,7 +46,16 @@ from pathlib import Path
 import orjson
 
 from bench.common import (
-    ROOT, CpuMeter, add_json_option, fmt, median, on_run_topics, print_table, run_env, servers, simulated_events,
+    ROOT,
+    CpuMeter,
+    add_json_option,
+    fmt,
+    median,
+    on_run_topics,
+    print_table,
+    run_env,
+    servers,
+    simulated_events,
     write_json,
 )
 
@@ -110,7 +120,7 @@ class OutputReader:
 
 
 def measured_from(n_records: int, warmup: int) -> int:
-    """Index of the first measured record: after the warm-up events, and never in the first 5% (start-up, group joins)."""
+    """Index of the first measured record: after the warm-up events, never in the first 5% (start-up, joins)."""
     return min(max(warmup, int(n_records * WARMUP_SHARE)), n_records - 2)
 
 
@@ -149,8 +159,9 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
                 raise TimeoutError(f"{name}: only {len(reader.stamps)} of {expected} decisions "
                                    f"after {timeout_s:.0f}s (logs in {workdir})")
             if any(p.poll() not in (None, 0) for p in processes):
+                logs = sorted(workdir.glob(f"{name}-*.log"))
                 raise RuntimeError(f"{name} exited with {[p.poll() for p in processes]}: "
-                                   + "\n".join(log.read_text(errors="replace")[-3000:] for log in sorted(workdir.glob(f"{name}-*.log"))))
+                                   + "\n".join(log.read_text(errors="replace")[-3000:] for log in logs))
         wall_s = time.monotonic() - started
         meter.sample()
     finally:
@@ -302,7 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline-code", type=Path, default=None, metavar="DIR",
                         help="another checkout of Pulse (e.g. `git worktree add DIR COMMIT`): its engine runs beside "
                              "this one in every run, on the same events and servers")
-    parser.add_argument("--quix-python", default=os.environ.get("BENCH_QUIX_PYTHON", str(Path.home() / ".cache/pulse-bench-quix/bin/python")),
+    parser.add_argument("--quix-python",
+                        default=os.environ.get("BENCH_QUIX_PYTHON",
+                                               str(Path.home() / ".cache/pulse-bench-quix/bin/python")),
                         help="a Python with quixstreams installed (skipped when missing)")
     parser.add_argument("--quix-runs", type=int, default=1, help="Quix runs (each waits ~20 s for its group join)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
@@ -380,7 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"run {run + 1}: {pipeline}: {result['rate']:,.0f} events/s "
                           f"({result['decisions']} decisions in the log, {result['redis_decisions']} in Redis, "
                           f"{result['wall_s']:.1f}s wall; {result['process_cores']:.2f} cores, "
-                          f"{result['events_per_cpu_s']:,.0f} events per CPU-s, machine {result['machine_busy']:.0%} busy)",
+                          f"{result['events_per_cpu_s']:,.0f} events per CPU-s, "
+                          f"machine {result['machine_busy']:.0%} busy)",
                           flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -426,12 +440,13 @@ def main(argv: list[str] | None = None) -> dict:
                   f"(machine {cpu['engine2']['machine_busy']:.0%} busy with 2 processes)")
             pair = med.get("engine step, 2 copies at once (each)")
             if pair:
-                print(f"this machine's ceiling for 2 processes: 2 x {pair / med['engine step (parse+decide+encode)']:.2f} "
-                      f"= {2 * pair / med['engine step (parse+decide+encode)']:.2f}x (the engine step, two copies at once)")
+                step = med["engine step (parse+decide+encode)"]
+                print(f"this machine's ceiling for 2 processes: 2 x {pair / step:.2f} = {2 * pair / step:.2f}x "
+                      f"(the engine step, two copies at once)")
     for name, ok in targets.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
-    data = {"events": expected, "warmup_events": warmup, "runs": args.runs, "median_events_per_s": med, "all_runs": rates,
-            "median_cpu": cpu, "details": extra, "targets": targets, "cpus": os.cpu_count()}
+    data = {"events": expected, "warmup_events": warmup, "runs": args.runs, "median_events_per_s": med,
+            "all_runs": rates, "median_cpu": cpu, "details": extra, "targets": targets, "cpus": os.cpu_count()}
     if args.json is not None:
         write_json("throughput", data, args.json or None)
     return data

@@ -2,7 +2,8 @@
 
 A user token lets a browser receive (and post events for) one user only:
 
-    v1.<base64url(user_id)>.<expiry: unix seconds>.<base64url(HMAC-SHA256(secret, "pulse.v1\\n" + user_id + "\\n" + expiry))>
+    v1.<base64url(user_id)>.<expiry: unix seconds>.<base64url(signature)>
+    signature = HMAC-SHA256(secret, "pulse.v1\\n" + user_id + "\\n" + expiry)
 
 base64url without padding; the website's backend mints it with the shared secret (`pulse token USER`).
 

@@ -22,8 +22,8 @@ import logging
 import os
 import pickle
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from bytewax.recovery import init_db_dir
 
@@ -33,7 +33,8 @@ from operators.engine import PersonalizationEngine
 
 log = logging.getLogger("pulse.checkpoint")
 
-FORMAT = 5  # 5: the recommender learns neighbours and blend weights (online_models.recommender); 4: per-partition Kafka state
+# 5: the recommender learns neighbours and blend weights (online_models.recommender); 4: per-partition Kafka state
+FORMAT = 5
 
 
 def bytewax_run_argv() -> list[str]:
@@ -42,7 +43,8 @@ def bytewax_run_argv() -> list[str]:
     return sys.argv[1:] if spec is not None and spec.name == "bytewax.run" else []
 
 
-def recovery_args(passthrough: Sequence[str], env: Mapping[str, str], default_dir: Path, snapshot_s: int, backup_s: int) -> list[str]:
+def recovery_args(passthrough: Sequence[str], env: Mapping[str, str], default_dir: Path, snapshot_s: int,
+                  backup_s: int) -> list[str]:
     """The `bytewax.run` arguments that turn recovery on (unless `passthrough`/env already choose them).
 
     Initializes the recovery directory with one partition when it has none (`python -m bytewax.recovery DIR 1`).
@@ -159,7 +161,8 @@ class ModelCheckpoint:
         os.replace(temporary, self._path)
 
 
-def checkpoint_for(engine: PersonalizationEngine, argv: Sequence[str], env: Mapping[str, str]) -> ModelCheckpoint | None:
+def checkpoint_for(engine: PersonalizationEngine, argv: Sequence[str],
+                   env: Mapping[str, str]) -> ModelCheckpoint | None:
     """The process's model checkpoint when `bytewax.run` runs with recovery (restored if present), else None."""
     directory, process_id = recovery_options(argv, env)
     if directory is None:

@@ -399,7 +399,8 @@ class Gateway:
                     if message["type"] == "pmessage":
                         self._route(message["channel"], message["data"])
                     elif message["type"] == "psubscribe":
-                        log.info("%s Redis pub/sub %s", "reconnected to" if ever_connected else "subscribed to", pattern)
+                        log.info("%s Redis pub/sub %s", "reconnected to" if ever_connected else "subscribed to",
+                                 pattern)
                         self._connected.set()
                         backoff.reset()
                         if ever_connected:

@@ -31,8 +31,9 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -167,7 +168,8 @@ class HttpApi:
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         if not self._is_operator(request):
-            return web.Response(status=401, text="Pulse dashboard: open /?token=OPERATOR_TOKEN (PULSE_OPERATOR_TOKEN)\n")
+            return web.Response(status=401,
+                                text="Pulse dashboard: open /?token=OPERATOR_TOKEN (PULSE_OPERATOR_TOKEN)\n")
         return web.FileResponse(WEB_DIR / "dashboard.html", headers={"Cache-Control": "no-store"})
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
@@ -264,7 +266,8 @@ class HttpApi:
         settings = self._settings
         try:
             user = await self._redis.get(settings.explanation_key(decision_id))
-            value = None if user is None else await self._redis.hget(settings.explanations_key(user.decode()), decision_id)
+            value = None if user is None else await self._redis.hget(settings.explanations_key(user.decode()),
+                                                                     decision_id)
         except RedisError as exc:
             return _json({"error": f"Redis unavailable: {exc}"}, 503)
         return _json({"error": f"no decision {decision_id!r}"}, 404) if value is None else _raw_json(value)
@@ -319,7 +322,8 @@ def _http_error(exc: web.HTTPException) -> str:
     return text if text and not text.startswith(str(exc.status)) else exc.reason
 
 
-def _resolver(loop: asyncio.AbstractEventLoop, done: asyncio.Future[str | None]) -> Callable[[KafkaError | None, Message], None]:
+def _resolver(loop: asyncio.AbstractEventLoop,
+              done: asyncio.Future[str | None]) -> Callable[[KafkaError | None, Message], None]:
     """A delivery callback (run on the producer's thread) that resolves `done` with None or the error text."""
 
     def resolve(error: KafkaError | None, _message: Message) -> None:
@@ -342,7 +346,8 @@ def _samples(text: str, family: str) -> dict[str, float]:
 def summarize_engine_metrics(texts: list[str]) -> dict[str, Any]:
     """Merge engines' Prometheus texts: counters, drift alarms and histogram buckets summed, quality averaged."""
     counters: dict[str, dict[str, float]] = {"events": {}, "dead_letters": {}, "decisions": {}}
-    names = {"pulse_events_total": "events", "pulse_dead_letters_total": "dead_letters", "pulse_decisions_total": "decisions"}
+    names = {"pulse_events_total": "events", "pulse_dead_letters_total": "dead_letters",
+             "pulse_decisions_total": "decisions"}
     latency: dict[str, dict[str, Any]] = {}
     quality: dict[str, list[float]] = {}
     drifts: dict[str, float] = {}

@@ -58,7 +58,7 @@ class PartitionGroupSource(FixedPartitionedSource[Message, Offsets]):
         """One partition per partition index found in any of the topics."""
         return [f"{PART_PREFIX}{index}" for index in sorted({p for _topic, p in self._topic_partitions})]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> "_PartitionGroup":
+    def build_part(self, step_id: str, for_part: str, resume_state: Offsets | None) -> _PartitionGroup:
         """Partition i of every topic, at its resume offsets, read by the calling worker's consumer."""
         index = int(for_part.removeprefix(PART_PREFIX))
         resume = resume_state or {}
@@ -140,7 +140,8 @@ class _PartitionGroup(StatefulSourcePartition[Message, Offsets]):
         worker.join(index, offsets)
 
     def next_batch(self) -> list[Message]:
-        """What the worker's consumer has fetched for this group, without waiting (an empty batch makes Bytewax wait 1 ms)."""
+        """What the worker's consumer has fetched for this group, without waiting (on an empty batch Bytewax waits
+        1 ms)."""
         messages = self._worker.take(self._index)
         offsets = self._offsets
         for message in messages:
@@ -158,7 +159,8 @@ class _PartitionGroup(StatefulSourcePartition[Message, Offsets]):
             if offset >= 0:  # a real offset, not "beginning"/"end" before the first message
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
                 if high >= 0:
-                    BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=self._step_id, topic=topic, partition=p).set(max(high - offset, 0))
+                    BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=self._step_id, topic=topic,
+                                                      partition=p).set(max(high - offset, 0))
 
     def snapshot(self) -> Offsets:
         """The next offset to read of each topic partition."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
@@ -46,7 +46,8 @@ class ModelCommandChannel:
     def __init__(self, settings: Settings) -> None:
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         prefix = settings.redis_prefix
-        self._seq_key, self._command_key, self._ack_prefix = f"{prefix}:models:seq", f"{prefix}:models:command", f"{prefix}:models:ack:"
+        self._seq_key, self._command_key = f"{prefix}:models:seq", f"{prefix}:models:command"
+        self._ack_prefix = f"{prefix}:models:ack:"
         self._alive_prefix = f"{prefix}:engine:alive:"
 
     def heartbeat(self, worker: int) -> None:
@@ -131,7 +132,7 @@ class _CommandPartition(StatelessSourcePartition[ModelCommand]):
 
     def next_awake(self) -> datetime:
         """Poll once a second."""
-        return datetime.now(timezone.utc) + timedelta(seconds=POLL_S)
+        return datetime.now(UTC) + timedelta(seconds=POLL_S)
 
     def close(self) -> None:
         self._channel.close()

@@ -37,7 +37,8 @@ class GroupResampler:
         self._counts = [np.bincount(rng.integers(0, self.n_groups, self.n_groups), minlength=self.n_groups)
                         for _ in range(n_boot)] if self.n_groups else []
 
-    def interval(self, statistic: Callable[[np.ndarray], float], mask: np.ndarray | None = None) -> tuple[float, float, float]:
+    def interval(self, statistic: Callable[[np.ndarray], float],
+                 mask: np.ndarray | None = None) -> tuple[float, float, float]:
         """(point estimate, low, high) of `statistic(weights)`; `mask` restricts it to some records."""
         n = len(self._group_of_record)
         ones = np.ones(n)
@@ -81,7 +82,8 @@ class GroupResampler:
 weighted_auc = auc_statistic  # the AUC under record weights (online_models.metrics)
 
 
-def weighted_log_loss(y: Sequence[bool], probabilities: Sequence[float], eps: float = 1e-15) -> Callable[[np.ndarray], float]:
+def weighted_log_loss(y: Sequence[bool], probabilities: Sequence[float],
+                      eps: float = 1e-15) -> Callable[[np.ndarray], float]:
     """A statistic: mean log-loss of `probabilities` for labels `y` under record weights.
 
     >>> round(weighted_log_loss([True, False], [0.8, 0.2])(np.ones(2)), 4)

@@ -66,7 +66,8 @@ def _evaluate_scenario(args: argparse.Namespace) -> int:
     after = summary["phases"].get("after_drift") or summary["phases"]["after_freeze"]
     on, st = after["online"], after["static"]
     print(f"report: {out / 'report.md'} ({time.perf_counter() - started:.0f} s); "
-          f"churn AUC online {on['churn'].get('roc_auc', float('nan')):.3f} vs static {st['churn'].get('roc_auc', float('nan')):.3f}; "
+          f"churn AUC online {on['churn'].get('roc_auc', float('nan')):.3f} vs static "
+          f"{st['churn'].get('roc_auc', float('nan')):.3f}; "
           f"hit-rate@10 online {on['reco']['hit_rate@10']:.3f} vs static {st['reco']['hit_rate@10']:.3f} "
           f"vs periodic {after['periodic']['reco']['hit_rate@10']:.3f}")
     return 0

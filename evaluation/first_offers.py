@@ -42,7 +42,8 @@ def first_session_offers(events: int, users: int, seed: int) -> dict[str, float]
     return {
         "users_with_a_first_session": n,
         "first_decision_an_offer": sum(first_action[u] in OFFERS for u in finished) / n if n else float("nan"),
-        "first_session_decisions_offers": sum(a in OFFERS for a in decisions) / len(decisions) if decisions else float("nan"),
+        "first_session_decisions_offers": (sum(a in OFFERS for a in decisions) / len(decisions) if decisions
+                                           else float("nan")),
         "users_offered_in_first_session": sum(any(a in OFFERS for a in acts) for acts in finished.values()) / n
         if n else float("nan"),
     }

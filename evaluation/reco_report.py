@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.bootstrap import GroupResampler
+from evaluation.figures import save_figure
 from evaluation.reco_replay import PULSE, ReplayResult
 
 __all__ = ["METRICS", "markdown", "summarize", "write_plots", "write_report"]
@@ -68,7 +69,8 @@ def markdown(summary: dict[str, Any], title: str, notes: list[str], files: list[
         for name, values in table["methods"].items():
             cells = [_ci(values[m]) for m in METRICS]
             lines.append(f"| {'**' + name + '**' if name == PULSE else name} | " + " | ".join(cells)
-                         + f" | {summary['coverage'][name][subset]:.1%} | {summary['consumed_slot_share'][name][subset]:.1%} |")
+                         + f" | {summary['coverage'][name][subset]:.1%} | "
+                           f"{summary['consumed_slot_share'][name][subset]:.1%} |")
         ratios = table["pulse_vs_best"]
         if ratios:
             lines.append("| Pulse / best baseline | " + " | ".join(
@@ -103,10 +105,7 @@ def write_plots(result: ReplayResult, summary: dict[str, Any], out: Path, bucket
     ax.axvline(result.n_events / 2, color="grey", linestyle=":", label="last 50% starts")
     ax.set_xlabel("event"), ax.set_ylabel("hit@10 of the positives in the bucket"), ax.legend(fontsize=8)
     ax.set_title("hit@10 over the stream (previous decision of the user)")
-    fig.tight_layout()
-    fig.savefig(out / "hit_over_stream.png", dpi=110)
-    plt.close(fig)
-    files.append("hit_over_stream.png")
+    files.append(save_figure(fig, out, "hit_over_stream.png"))
     trace = result.pulse_weights_trace
     if trace:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -114,10 +113,7 @@ def write_plots(result: ReplayResult, summary: dict[str, Any], out: Path, bucket
             ax.plot([step for step, _ in trace], [weights[name] for _, weights in trace], label=name)
         ax.set_xlabel("event"), ax.set_ylabel("weight"), ax.legend(fontsize=8)
         ax.set_title("Pulse's blend weights, learned online")
-        fig.tight_layout()
-        fig.savefig(out / "blend_weights.png", dpi=110)
-        plt.close(fig)
-        files.append("blend_weights.png")
+        files.append(save_figure(fig, out, "blend_weights.png"))
     return files
 
 

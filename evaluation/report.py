@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from evaluation import metrics as M
+from evaluation.figures import save_figure
 from evaluation.runner import ARMS, VARIANTS
 from online_models.bandit import ips, snips
 
@@ -40,7 +41,8 @@ def _variant_phase(result: dict, name: str, lo: int, hi: int) -> dict[str, Any]:
         "churn": M.classification_report([y for y, _ in churn], [p for _, p in churn]) if churn else {"n": 0},
         "reco": {"n": len(reco), "hit_rate@10": float(np.mean([h for h, _, _ in reco])) if reco else float("nan"),
                  "ndcg@10": float(np.mean([g for _, g, _ in reco])) if reco else float("nan"),
-                 "coverage": len(items) / catalog, "diversity": float(np.mean([d for _, _, d in reco])) if reco else float("nan")},
+                 "coverage": len(items) / catalog,
+                 "diversity": float(np.mean([d for _, _, d in reco])) if reco else float("nan")},
         "sentiment": M.sentiment_report([y for y, _ in sent], [p for _, p in sent]) if sent else {"n": 0},
     }
     return out
@@ -86,8 +88,9 @@ def _off_policy(result: dict) -> dict[str, Any]:
                  for arm in ARMS}
     return {
         "decisions": len(logs),
-        "estimates": {name: {"ips": ips(rewards, props, t) if name.startswith("logged") is False else float(np.mean(rewards)),
-                             "snips": snips(rewards, props, t) if not name.startswith("logged") else float(np.mean(rewards))}
+        "estimates": {name: ({"ips": float(np.mean(rewards)), "snips": float(np.mean(rewards))}
+                             if name.startswith("logged")
+                             else {"ips": ips(rewards, props, t), "snips": snips(rewards, props, t)})
                       for name, t in targets.items()},
         "on_policy_mean_reward": on_policy,
         "pulls": {arm: int(n) for arm, n in result["bandit"]._counts.items()},
@@ -167,16 +170,6 @@ def _trailing(records: list, value, n: int, points: np.ndarray) -> list[float]:
     return out
 
 
-def _save(fig, out: Path, name: str) -> str:
-    """Lay out, write as PNG and close a figure; returns the file name."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
-
-
 def write_plots(result: dict, summary: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -198,7 +191,7 @@ def write_plots(result: dict, summary: dict, out: Path) -> list[str]:
     ax.set(title=f"Churn ROC AUC (last {TRAILING_LABELS} labels) — {title}", xlabel="event", ylabel="ROC AUC")
     _marks(ax, result, summary, "churn")
     ax.legend(loc="lower left", fontsize=8)
-    files.append(_save(fig, out, "churn_auc.png"))
+    files.append(save_figure(fig, out, "churn_auc.png"))
 
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
     for v in VARIANTS:
@@ -217,7 +210,7 @@ def write_plots(result: dict, summary: dict, out: Path) -> list[str]:
     for ax in axes:
         _marks(ax, result, summary, "reco" if ax is axes[0] else None)
     axes[0].legend(loc="lower right", fontsize=8)
-    files.append(_save(fig, out, "recommendations.png"))
+    files.append(save_figure(fig, out, "recommendations.png"))
 
     fig, ax = plt.subplots(figsize=(10, 4))
     for v in VARIANTS:
@@ -228,7 +221,7 @@ def write_plots(result: dict, summary: dict, out: Path) -> list[str]:
            ylabel="accuracy")
     _marks(ax, result, summary, "sentiment")
     ax.legend(loc="lower right", fontsize=8)
-    files.append(_save(fig, out, "sentiment.png"))
+    files.append(save_figure(fig, out, "sentiment.png"))
 
     ab = summary["ab_test"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
@@ -241,7 +234,7 @@ def write_plots(result: dict, summary: dict, out: Path) -> list[str]:
         ax.set_xticks(range(len(ARMS)), [a.replace("+", "+\n") for a in ARMS], fontsize=8)
         ax.set_title(label, fontsize=9)
     fig.suptitle(f"A/B test, 95% CI — {title}", fontsize=10)
-    files.append(_save(fig, out, "ab_test.png"))
+    files.append(save_figure(fig, out, "ab_test.png"))
     return files
 
 
@@ -281,7 +274,8 @@ def markdown(summary: dict, files: list[str]) -> str:
         for v in VARIANTS:
             d = data[v]
             lines.append(
-                f"| {v} | {_f(d['churn'].get('roc_auc'))} | {_f(d['churn'].get('log_loss'))} | {_f(d['churn'].get('f1'))} "
+                f"| {v} | {_f(d['churn'].get('roc_auc'))} | {_f(d['churn'].get('log_loss'))} | "
+                f"{_f(d['churn'].get('f1'))} "
                 f"| {_f(d['reco']['hit_rate@10'])} | {_f(d['reco']['ndcg@10'])} | {_f(d['reco']['coverage'])} "
                 f"| {_f(d['reco']['diversity'])} | {_f(d['sentiment'].get('accuracy'))} "
                 f"| {_f(d['sentiment'].get('macro_f1'))} |")
@@ -292,13 +286,15 @@ def markdown(summary: dict, files: list[str]) -> str:
         if st["churn"].get("roc_auc") and on["churn"].get("roc_auc"):
             lines.append(f"Online vs static: churn AUC {on['churn']['roc_auc'] - st['churn']['roc_auc']:+.3f}, "
                          f"hit-rate@10 {_rel(on['reco']['hit_rate@10'], st['reco']['hit_rate@10'])}; "
-                         f"online vs periodic: hit-rate@10 {_rel(on['reco']['hit_rate@10'], pe['reco']['hit_rate@10'])}, "
+                         f"online vs periodic: hit-rate@10 "
+                         f"{_rel(on['reco']['hit_rate@10'], pe['reco']['hit_rate@10'])}, "
                          f"churn AUC {on['churn']['roc_auc'] - pe['churn']['roc_auc']:+.3f}.")
             lines.append("")
     drift = summary["drift"]
     lines += ["## Drift handling (online+adwin)", "",
               "ADWIN (delta 0.002) watches each model's progressive error (churn: log loss / 4; recommendations: "
-              "1 − hit@10; sentiment: 0/1 error); an *increase* rebuilds the model from the examples since the change.", "",
+              "1 − hit@10; sentiment: 0/1 error); an *increase* rebuilds the model from the examples since the "
+              "change.", "",
               "| model | drifts detected | at events |", "|---|---|---|"]
     for task, d in drift["adaptations"].items():
         lines.append(f"| {task} | {d['count']} | {', '.join(f'{s:,}' for s in d['steps'][:12]) or '–'} |")
@@ -308,7 +304,8 @@ def markdown(summary: dict, files: list[str]) -> str:
               "| arm | users | conversion / session | retention | net revenue per user |", "|---|---|---|---|---|"]
     for arm in ARMS:
         a = ab[arm]
-        lines.append(f"| {arm} | {a['users']} | {_ci(a['conversion'])} | {_ci(a['retention'])} | {_ci(a['revenue'], 1)} |")
+        lines.append(f"| {arm} | {a['users']} | {_ci(a['conversion'])} | {_ci(a['retention'])} | "
+                     f"{_ci(a['revenue'], 1)} |")
     lines += ["", "| arm vs control | conversion lift | retention lift | revenue lift |", "|---|---|---|---|"]
     for arm in ARMS[1:]:
         a = ab[arm]
@@ -317,13 +314,15 @@ def markdown(summary: dict, files: list[str]) -> str:
             lf = a[metric]["lift_vs_control"]
             cells.append(f"{lf['lift'] * 100:+.1f}% [{lf['ci95'][0] * 100:+.1f}%, {lf['ci95'][1] * 100:+.1f}%]")
         lines.append(f"| {arm} | {' | '.join(cells)} |")
-    lines += ["", "Control users go through the engine's non-personalized path (popularity ranking, action `recommend`, "
-              "no offers); 95% CIs: normal approximation for means, percentile bootstrap (2,000 resamples) for lifts.", ""]
+    lines += ["", "Control users go through the engine's non-personalized path (popularity ranking, action "
+              "`recommend`, no offers); 95% CIs: normal approximation for means, percentile bootstrap (2,000 "
+              "resamples) for lifts.", ""]
     bandit = summary["bandit"]
     if bandit:
         lines += ["## Next-best-action bandit and off-policy evaluation", "",
-                  f"Epsilon-greedy ({cfg['bandit_epsilon']}) over {', '.join(bandit['pulls'])}; pulls {bandit['pulls']}. "
-                  f"Reward per decision: (decision revenue − action cost) / median price − 3 if the user churns after it.", "",
+                  f"Epsilon-greedy ({cfg['bandit_epsilon']}) over {', '.join(bandit['pulls'])}; "
+                  f"pulls {bandit['pulls']}. Reward per decision: (decision revenue − action cost) / median price "
+                  f"− 3 if the user churns after it.", "",
                   "| policy (estimated from the bandit arm's logs) | IPS | SNIPS |", "|---|---|---|"]
         for name, e in bandit["estimates"].items():
             lines.append(f"| {name} | {_f(e['ips'])} | {_f(e['snips'])} |")
@@ -338,14 +337,16 @@ def markdown(summary: dict, files: list[str]) -> str:
     lines += ["", "## Segments (online k-means on behaviour), explanations, confidence", "",
               "| segment | decisions | mean hidden engagement | mean hidden churn risk |", "|---|---|---|---|"]
     for seg, d in summary["segments"].items():
-        lines.append(f"| {seg} | {d['decisions']} | {d['mean_hidden_engagement']:.2f} | {d['mean_hidden_churn_risk']:.2f} |")
+        lines.append(f"| {seg} | {d['decisions']} | {d['mean_hidden_engagement']:.2f} | "
+                     f"{d['mean_hidden_churn_risk']:.2f} |")
     ex = summary["explanations"]
     lines += ["", f"Explanations checked on {ex['decisions_checked']:,} personalized engine decisions; max |error|: "
               + ", ".join(f"{k} {v:.1e}" for k, v in ex["max_abs_error"].items()) + ".", ""]
     conf = summary["confidence"]
     if conf:
-        lines += [f"Churn confidence (online model, churn labels): accuracy {_f(conf['accuracy_high_confidence'])} when "
-                  f"confidence > median ({conf['median_confidence']:.2f}), {_f(conf['accuracy_low_confidence'])} otherwise.", ""]
+        lines += [f"Churn confidence (online model, churn labels): accuracy "
+                  f"{_f(conf['accuracy_high_confidence'])} when confidence > median "
+                  f"({conf['median_confidence']:.2f}), {_f(conf['accuracy_low_confidence'])} otherwise.", ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in files] + [""]
     return "\n".join(lines)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from river.utils.math import sigmoid
@@ -122,7 +123,7 @@ class Variant:
         return self.name in ("online", "online+adwin") or step < self.freeze_step
 
     def maybe_retrain(self, step: int) -> None:
-        """Periodic variant: every `retrain_every` events after the freeze point, retrain from the last `window` events."""
+        """Periodic variant: every `retrain_every` events after the freeze, retrain on the last `window` events."""
         if self.name != "periodic" or step < self.freeze_step or (step - self.freeze_step) % self.cfg.retrain_every:
             return
         for task, (factory, learn) in TASKS.items():
@@ -228,7 +229,10 @@ def explanation_errors(decision: dict[str, Any]) -> dict[str, float]:
 
 
 def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dict, dict], None] | None = None) -> dict:
-    """Run the scenario; return every record the report needs. `on_decision(arm, event, served)` sees each shown decision."""
+    """Run the scenario; return every record the report needs.
+
+    `on_decision(arm, event, served)` sees each shown decision.
+    """
     started = time.perf_counter()
     scenario = SCENARIOS[cfg.scenario]
     stream = ScenarioStream(scenario, n_events=cfg.events, users=cfg.users, items=cfg.items, seed=cfg.seed)
@@ -307,7 +311,8 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
                 q = min(max(p, 1e-6), 1 - 1e-6)  # ADWIN watches the log loss, scaled to [0, 1]
                 churn_error = min(-math.log(q if event["churned"] else 1.0 - q) / 4.0, 1.0)
                 if name == "online":
-                    confidence_records.append((decision_confidence(p, 0.5, profile.n_events), bool(event["churned"]), p))
+                    confidence = decision_confidence(p, 0.5, profile.n_events)
+                    confidence_records.append((confidence, bool(event["churned"]), p))
                     scores = {}
                     for cname, cmodel in churn_candidates.items():
                         cp = min(max(cmodel.predict_proba_one(x)[True], 1e-15), 1 - 1e-15)

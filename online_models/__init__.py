@@ -5,8 +5,8 @@ Pure model math: no stream runtime, broker or store inside.
 
 from online_models.bandit import EpsilonGreedyBandit, ips, snips
 from online_models.churn import ChurnClassifier
-from online_models.explanation import Explanation, linear_explanation
 from online_models.drift import DriftAdaptive, DriftDetector
+from online_models.explanation import Explanation, linear_explanation
 from online_models.next_best_action import ACTIONS, Action, RuleBasedPolicy
 from online_models.recommender import HybridRecommender, Recommendation
 from online_models.segments import BehaviourSegmenter

@@ -103,7 +103,7 @@ class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
         return self._probabilities(self.greedy_one(context), self.actions)
 
     def choose_one(self, context: Mapping[str, float]) -> tuple[str, float, dict[str, float]]:
-        """Choose an action; return it with its propensity and every action's predicted reward (one pass of the models)."""
+        """Choose an action: it, its propensity and every action's predicted reward (one pass of the models)."""
         rewards = self.expected_rewards(context)
         action, greedy = self._choose(rewards, self.actions)
         return action, self._probabilities(greedy, self.actions)[action], rewards

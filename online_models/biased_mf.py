@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 from river import optim, reco, utils
 
@@ -34,7 +35,8 @@ class InPlaceBiasedMF(reco.BiasedMF):
         u_bias, i_bias = self.u_biases[user], self.i_biases[item]
         u_latent, i_latent = self.u_latents[user], self.i_latents[item]
         y_pred = self.global_mean.get() + u_bias + i_bias + float(u_latent.dot(i_latent))
-        g_loss = utils.math.clamp(self.loss.gradient(y, y_pred), minimum=-self.clip_gradient, maximum=self.clip_gradient)
+        g_loss = utils.math.clamp(self.loss.gradient(y, y_pred), minimum=-self.clip_gradient,
+                                  maximum=self.clip_gradient)
         u_latent_grad, i_latent_grad = g_loss * i_latent, g_loss * u_latent
         if self.l2_latent:  # (adding 0 * latent would change no value)
             u_latent_grad += self.l2_latent * u_latent

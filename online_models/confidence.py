@@ -7,7 +7,8 @@ import math
 __all__ = ["decision_confidence"]
 
 
-def decision_confidence(churn_probability: float, threshold: float, n_events: int, evidence_scale: float = 20.0) -> float:
+def decision_confidence(churn_probability: float, threshold: float, n_events: int,
+                        evidence_scale: float = 20.0) -> float:
     """Confidence in [0, 1] of a churn-driven decision.
 
     `margin = (p - threshold) / (1 - threshold)` above the threshold, `(threshold - p) / threshold` below

@@ -55,5 +55,6 @@ class RuleBasedPolicy:
         return Action(
             "recommend",
             1.0,
-            f"churn probability {churn_probability:.2f} < {self.churn_threshold:.2f} and no escalation: recommend items",
+            f"churn probability {churn_probability:.2f} < {self.churn_threshold:.2f} and no escalation: "
+            "recommend items",
         )

@@ -36,7 +36,7 @@ import math
 import random
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -141,7 +141,7 @@ class RankedItems(Sequence[Recommendation]):
                               self._components(position))
 
     def records(self, positions: Iterable[int]) -> list[dict]:
-        """The JSON-able form (`Recommendation.to_dict`) of the items at `positions`, built straight from the columns."""
+        """The JSON-able form (`Recommendation.to_dict`) of the items at `positions`, built from the columns."""
         item_ids, categories, scores = self.item_ids, self.categories, self._scores
         return [{"item_id": item_ids[p], "category": categories[p], "score": scores[p],
                  "components": self._components(p)} for p in positions]
@@ -318,9 +318,11 @@ class HybridRecommender:
         self._item_category[index] = self._category_number(category)
 
     def set_availability(
-        self, item_id: str, listed: bool, available_from_ms: float | None = None, available_until_ms: float | None = None
+        self, item_id: str, listed: bool, available_from_ms: float | None = None,
+        available_until_ms: float | None = None
     ) -> None:
-        """Let the item into ranking (`listed`, within the optional time window) or keep it out (deleted, out of stock)."""
+        """Let the item into ranking (`listed`, within the optional time window) or keep it out (deleted, no
+        stock)."""
         index = self._item_index[item_id]
         self._listed[index] = listed
         self._available_from[index] = -np.inf if available_from_ms is None else available_from_ms
@@ -345,9 +347,9 @@ class HybridRecommender:
         as they were just before this interaction. Adds the item if new (with `category`, or
         `UNKNOWN_CATEGORY` when None; an item already known keeps its category), counts the interaction
         towards the item's popularity, and (when `strength` >= `collaborative_min_strength`) trains the MF on
-        (user, item, strength) plus `negative_samples` other random catalog items with strength 0. The item's pairs with the context items (neighbours)
-        and, when `strength` >= `OUTCOME_STRENGTH`, the blend's choice (this item against random ones) are
-        learned with the next batch of `learn_batch` interactions (`flush`).
+        (user, item, strength) plus `negative_samples` other random catalog items with strength 0. The item's pairs with
+        the context items (neighbours) and, when `strength` >= `OUTCOME_STRENGTH`, the blend's choice (this item against
+        random ones) are learned with the next batch of `learn_batch` interactions (`flush`).
         """
         if not (math.isfinite(strength) and strength > 0):
             raise ValueError(f"strength must be finite and > 0, got {strength}")
@@ -445,25 +447,9 @@ class HybridRecommender:
             return 0.0
         return float(self._scaled_counts[index] * self._decay_factor(now_ms))
 
-    def rank(
-        self,
-        user_id: str,
-        k: int,
-        category_affinity: Mapping[str, float],
-        now_ms: int,
-        exclude: Collection[str] = (),
-        category_filter: CategoryFilter | None = None,
-        context: bytes = b"",
-        exclude_keys: np.ndarray | None = None,
-    ) -> list[Recommendation]:
-        """The `k` best rankable items for the user, best first, skipping `exclude` (ids) and `exclude_keys`.
-
-        `category_affinity` maps category -> weight in [0, 1]; missing categories weigh 0.
-        `category_filter` drops denied / not-allowed categories and adds per-category boosts
-        (reported as a "boost" component). `context`: the user's recent items (operators.item_memory).
-        Never creates state for an unknown user.
-        """
-        return list(self.ranked(user_id, k, category_affinity, now_ms, exclude, category_filter, context, exclude_keys))
+    def rank(self, *args: Any, **kwargs: Any) -> list[Recommendation]:
+        """`ranked` (same parameters) as a list of `Recommendation`."""
+        return list(self.ranked(*args, **kwargs))
 
     def ranked(
         self,
@@ -476,7 +462,14 @@ class HybridRecommender:
         context: bytes = b"",
         exclude_keys: np.ndarray | None = None,
     ) -> RankedItems:
-        """Like `rank`, as a `RankedItems` sequence that builds each Recommendation only when read."""
+        """The `k` best rankable items for the user, best first, skipping `exclude` (ids) and `exclude_keys`, as a
+        `RankedItems` sequence that builds each `Recommendation` only when read.
+
+        `category_affinity` maps category -> weight in [0, 1]; missing categories weigh 0.
+        `category_filter` drops denied / not-allowed categories and adds per-category boosts
+        (reported as a "boost" component). `context`: the user's recent items (operators.item_memory).
+        Never creates state for an unknown user.
+        """
         scoring = self._scoring(user_id, category_affinity, now_ms, category_filter, context)
         return self._top_k(k, scoring, exclude, exclude_keys)
 

@@ -20,7 +20,7 @@ SEGMENT_FEATURES = (
 
 
 class BehaviourSegmenter(base.Clusterer):
-    """Online k-means (MacQueen updates with a floor on the step size) on River-standardized features: a River clusterer.
+    """Online k-means (MacQueen updates, floor on the step size) on River-standardized features: a River clusterer.
 
     The first `n_segments` distinct points seed the centres; each `learn_one` moves the nearest
     centre towards the point by `max(1 / count, min_rate)`, so segments keep tracking behaviour.

@@ -171,7 +171,8 @@ class SentimentClassifier(base.Classifier):
     # -- Pulse's extension ---------------------------------------------------------------------------------------
 
     def explain_one(self, x: str | Mapping[Any, float]) -> Explanation:
-        """Per-word contributions (learned evidence by word, lexicon as `lexicon:word`); with the intercept they sum to the logit."""
+        """Per-word contributions (learned evidence by word, lexicon as `lexicon:word`); with the intercept they
+        sum to the logit."""
         message = self._read(x)
         contributions: dict[str, float] = {}
         weight = self.evidence_coef * message.norm

@@ -4,9 +4,9 @@ Text is NFKC-normalized (so "é" typed as one code point or as "e" + combining a
 full-width or ligature forms fold to their plain letters) and casefolded ("Straße" and "STRASSE" agree).
 Accents are kept: they tell Polish and Ukrainian words apart ("że" is not "ze", "її" is not "ii").
 A word is a run of letters, combining marks and digits of any script (of the Basic Multilingual Plane,
-where every living script's letters are), with inner apostrophes kept ("don't", "п'ять"). Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao,
-Khmer, Myanmar) give one token per character, so their bigrams are character pairs; emoji and other
-symbols are one token each.
+where every living script's letters are), with inner apostrophes kept ("don't", "п'ять"). Scripts written
+without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) give one token per
+character, so their bigrams are character pairs; emoji and other symbols are one token each.
 """
 
 from __future__ import annotations

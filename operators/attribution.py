@@ -72,7 +72,7 @@ class PendingDecision:
         values.frombytes(self._context_values)
         return dict(zip(self._context_names, values))
 
-    def __reduce__(self) -> tuple[Callable[..., "PendingDecision"], tuple[Any, ...]]:
+    def __reduce__(self) -> tuple[Callable[..., PendingDecision], tuple[Any, ...]]:
         return _restore_pending, self._state()
 
     def _state(self) -> tuple[Any, ...]:
@@ -100,8 +100,9 @@ def _restore_pending(decision_id: str, decided_ms: int, action: str, propensity:
     Snapshots from before experiments (10 fields) restore without labels.
     """
     pending = PendingDecision.__new__(PendingDecision)
-    pending.decision_id, pending.decided_ms, pending.action, pending.propensity = decision_id, decided_ms, action, propensity
-    pending.items, pending._context_names, pending._context_values = items, _SHARED_NAMES.setdefault(names, names), values
+    pending.decision_id, pending.decided_ms = decision_id, decided_ms
+    pending.action, pending.propensity, pending.items = action, propensity, items
+    pending._context_names, pending._context_values = _SHARED_NAMES.setdefault(names, names), values
     pending.reward, pending.outcomes, pending.joined_by = reward, outcomes, joined_by
     pending.labels = None if labels is None else _SHARED_LABELS.setdefault(labels, labels)
     pending.revenue = revenue

@@ -17,7 +17,7 @@ __all__ = ["gate_offer"]
 
 
 def gate_offer(action: Action, confidence: float, min_confidence: float) -> tuple[Action, list[dict[str, Any]]]:
-    """`action` unchanged, or `recommend` with the `cold_start` rule when it is an offer made with too little confidence.
+    """`action` unchanged, or `recommend` with the `cold_start` rule for an offer made with too little confidence.
 
     >>> gate_offer(Action("retention_offer", 0.95, "churn risk"), confidence=0.02, min_confidence=0.2)[1][0]["effect"]
     'retention_offer withheld: confidence 0.02 < 0.20 (too little known of the user)'

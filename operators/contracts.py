@@ -7,7 +7,8 @@ Catalog events (`item_upsert`, `item_delete` on the items topic) carry `item_id`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CONTRACT_VERSION = 1
 
@@ -49,18 +50,6 @@ def _require(cond: bool, reason: str) -> None:
 
 
 # The checks below build their reasons only on failure: this gate runs for every event.
-def _check_id(event: dict, name: str, required: bool) -> None:
-    value = event.get(name)
-    if value is None:
-        if required:
-            raise InvalidEvent(f"missing field {name!r}")
-        return
-    if not isinstance(value, str):
-        raise InvalidEvent(f"field {name!r} must be a string, got {type(value).__name__}")
-    if not 0 < len(value) <= MAX_ID_CHARS:
-        raise InvalidEvent(f"field {name!r} must have 1..{MAX_ID_CHARS} characters")
-
-
 def _check_number(event: dict, name: str, required: bool, integer: bool = False, maximum: float = float("inf")) -> None:
     value = event.get(name)
     if value is None:
@@ -68,14 +57,16 @@ def _check_number(event: dict, name: str, required: bool, integer: bool = False,
             raise InvalidEvent(f"missing field {name!r}")
         return
     if not isinstance(value, int if integer else (int, float)) or isinstance(value, bool):
-        raise InvalidEvent(f"field {name!r} must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
+        raise InvalidEvent(f"field {name!r} must be {'an integer' if integer else 'a number'}, got "
+                           f"{type(value).__name__}")
     if not (value >= 0 and value == value and value != float("inf")):
         raise InvalidEvent(f"field {name!r} must be a finite number >= 0")
     if value > maximum:
         raise InvalidEvent(f"field {name!r} must be at most {maximum:g}")
 
 
-def _check_text(event: dict, name: str, required: bool, max_chars: int) -> None:
+def _check_text(event: dict, name: str, required: bool, max_chars: int = MAX_ID_CHARS) -> None:
+    """A string of 1..`max_chars` characters (an id by default)."""
     value = event.get(name)
     if value is None:
         if required:
@@ -88,12 +79,12 @@ def _check_text(event: dict, name: str, required: bool, max_chars: int) -> None:
 
 
 def _check_item_event(event: dict, item_required: bool, price_required: bool) -> None:
-    _check_id(event, "session_id", False)
-    _check_id(event, "item_id", item_required)
-    _check_id(event, "category", False)
+    _check_text(event, "session_id", False)
+    _check_text(event, "item_id", item_required)
+    _check_text(event, "category", False)
     _check_number(event, "price", price_required, maximum=MAX_PRICE)
     _check_number(event, "dwell_ms", False, integer=True, maximum=MAX_DWELL_MS)
-    _check_id(event, "decision_id", False)
+    _check_text(event, "decision_id", False)
 
 
 def _check_chat(event: dict) -> None:
@@ -115,8 +106,8 @@ def _check_bool(name: str) -> Callable[[dict], None]:
 
 
 def _check_item_upsert(event: dict) -> None:
-    _check_id(event, "item_id", True)
-    _check_id(event, "category", True)
+    _check_text(event, "item_id", True)
+    _check_text(event, "category", True)
     _check_number(event, "price", False)
     tags = event.get("tags")
     _require(
@@ -145,7 +136,7 @@ _TYPE_CHECKS: dict[str, Callable[[dict], None]] = {
     "churn_outcome": _check_bool("churned"),
     "forget_user": lambda e: None,
     "item_upsert": _check_item_upsert,
-    "item_delete": lambda e: _check_id(e, "item_id", True),
+    "item_delete": lambda e: _check_text(e, "item_id", True),
 }
 
 
@@ -155,15 +146,16 @@ def validate_event(event: Any, topic_kind: str, min_ts_ms: int = MIN_TS_MS) -> d
     Timestamps must lie in `min_ts_ms`..2100-01-01: from 2000 on for live events, from 1970 on for replays
     of recorded history (`REPLAY_MIN_TS_MS`).
 
-    >>> validate_event({"event_id": "e1", "user_id": "u1", "type": "page_view", "ts": 1700000000000}, "clickstream")["type"]
+    >>> event = {"event_id": "e1", "user_id": "u1", "type": "page_view", "ts": 1700000000000}
+    >>> validate_event(event, "clickstream")["type"]
     'page_view'
     """
     if not isinstance(event, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type(event).__name__}")
-    _check_id(event, "event_id", True)
+    _check_text(event, "event_id", True)
     event_type = event.get("type")
     is_catalog_event = isinstance(event_type, str) and event_type in ITEM_TYPES
-    _check_id(event, "user_id", not is_catalog_event)  # catalog events concern items, not users
+    _check_text(event, "user_id", not is_catalog_event)  # catalog events concern items, not users
     _require(isinstance(event_type, str), "missing or non-string field 'type'")
     if event_type not in EVENT_TYPES:
         raise InvalidEvent(f"unknown event type {event_type[:40]!r}")

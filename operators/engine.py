@@ -30,6 +30,7 @@ from online_models.drift import DriftAdaptive, DriftDetector
 from online_models.exploring_policy import ExploringPolicy
 from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
+from operators import decision as decisions
 from operators.attribution import (
     OUTCOME_REWARD,
     Attribution,
@@ -37,6 +38,7 @@ from operators.attribution import (
     PendingDecision,
 )
 from operators.cold_start import gate_offer
+from operators.decision import Decision, ExperimentLabel
 from operators.experiments import (
     DEFAULT_SALT,
     Arm,
@@ -54,7 +56,6 @@ from operators.features import (
 from operators.long_term import ChurnLabels
 from operators.rules import CANDIDATE_FACTOR, RulesFile
 
-DECISION_SCHEMA = "pulse.decision/1"
 # What snapshots save and restore.
 MODEL_NAMES = ("recommender", "churn_adaptive", "sentiment_adaptive", "recommender_drift", "policy", "segmenter",
                "action_rewards")
@@ -86,11 +87,6 @@ class EngineConfig:
     offer_min_confidence: float = 0.2  # offers need at least this decision confidence (cold_start)
     winback_min_idle_ms: int = 7 * 86_400_000  # quiet time before the first win-back check; 0: no win-back
     winback_channel: str = "email"
-
-
-def decision_id_for(event_id: str) -> str:
-    """Deterministic decision id: replays of the same event produce the same id (idempotent writes)."""
-    return f"d-{event_id}"
 
 
 class PersonalizationEngine:
@@ -175,37 +171,46 @@ class PersonalizationEngine:
 
     def handle(
         self, profile: UserFeatures | None, event: dict[str, Any], ingest_ms: int
-    ) -> tuple[UserFeatures | None, dict[str, Any]]:
-        """Process one valid event of one user; return the user's new profile (None: forget it) and the decision."""
+    ) -> tuple[UserFeatures | None, Decision]:
+        """Process one valid event of one user; return the user's new profile (None: forget it) and the decision.
+
+        The outcomes the event settles are learned from; `handle_with_outcomes` also returns them.
+        """
+        profile, decision, _ = self.handle_with_outcomes(profile, event, ingest_ms)
+        return profile, decision
+
+    def handle_with_outcomes(
+        self, profile: UserFeatures | None, event: dict[str, Any], ingest_ms: int
+    ) -> tuple[UserFeatures | None, Decision, list[dict[str, Any]]]:
+        """`handle`, plus the outcome records of the decisions this event settled (for the outcome log)."""
         event_type = event["type"]
         if event_type == "forget_user":
             self.recommender.forget_user(event["user_id"])
-            return None, self._forgotten(event, ingest_ms)  # pending decisions are dropped, not logged
+            return None, self._forgotten(event, ingest_ms), []  # pending decisions are dropped, not logged
         if profile is None:
             profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])
         if event_type == "consent":
             if not event["personalization"]:
-                profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])  # withdrawing consent erases the profile built so far
+                # withdrawing consent erases the profile built so far
+                profile = UserFeatures(first_ts=event["ts"], user_id=event["user_id"])
                 self.recommender.forget_user(event["user_id"])
             profile.personalization = event["personalization"]
         if not profile.personalization:
-            return profile, self._non_personalized(event, ingest_ms)
+            return profile, self._non_personalized(event, ingest_ms), []
         experiment = self.experiments.current()
         arm = experiment.assign(event["user_id"])
         settled = self._attribute(profile, event)
         self.churn_labels.release(profile.memory, event["ts"])
         message_sentiment = self._learn(profile, event)
         if arm.personalized:
-            decision, context = self._decide(profile, event, ingest_ms, message_sentiment, arm)
+            decision, context = self._decide(profile, event, ingest_ms, message_sentiment, arm, experiment.label(arm))
         else:
             decision, context = self._holdout(event, ingest_ms, experiment, arm), {}
-        decision["experiment"] = experiment.label(arm)
         labels = OutcomeLabels(experiment.name, arm.name, arm.personalized, event_type)
         evicted = profile.pending.add(self._pending(decision, context, labels), event["user_id"])
         for attribution in evicted:
             self._learn_reward(attribution)
-        decision["attributions"] = [attribution.to_dict() for attribution in settled + evicted]
-        return profile, decision
+        return profile, decision, [attribution.to_dict() for attribution in settled + evicted]
 
     def _attribute(self, profile: UserFeatures, event: dict[str, Any]) -> list[Attribution]:
         """Settle decisions whose wait window closed, then join this event to a decision if it is an outcome."""
@@ -236,7 +241,7 @@ class PersonalizationEngine:
         self.policy.learn_one(decision.context, decision.action, decision.reward)
 
     @staticmethod
-    def _pending(decision: dict[str, Any], context: dict[str, float], labels: OutcomeLabels) -> PendingDecision:
+    def _pending(decision: Decision, context: dict[str, float], labels: OutcomeLabels) -> PendingDecision:
         return PendingDecision(
             decision["decision_id"], decision["event_ts"], decision["action"]["name"], decision["action"]["propensity"],
             tuple(rec["item_id"] for rec in decision["recommendations"]), context, labels=labels,
@@ -249,7 +254,8 @@ class PersonalizationEngine:
         profile.update(event)
         item_id = event.get("item_id")
         if item_id is not None and event_type in INTERACTION_STRENGTH:
-            self.recommender.learn_one(event["user_id"], item_id, event.get("category"), INTERACTION_STRENGTH[event_type],
+            self.recommender.learn_one(event["user_id"], item_id, event.get("category"),
+                                       INTERACTION_STRENGTH[event_type],
                                        event["ts"], context, affinity)
         if event_type == "churn_outcome" and profile.n_events:
             # Learned on the features served at the user's latest behavioural event: labels change no feature.
@@ -274,8 +280,8 @@ class PersonalizationEngine:
 
     def _decide(
         self, profile: UserFeatures, event: dict[str, Any], ingest_ms: int, message_sentiment: dict[str, Any] | None,
-        arm: Arm,
-    ) -> tuple[dict[str, Any], dict[str, float]]:
+        arm: Arm, experiment: ExperimentLabel,
+    ) -> tuple[Decision, dict[str, float]]:
         """The decision, and the context the next-best-action policy chose in (its rewards are learned in it)."""
         user_id = event["user_id"]
         features = profile.churn_features()
@@ -295,22 +301,21 @@ class PersonalizationEngine:
         if event["type"] not in CONTROL_EVENTS:
             profile.memory.served_probability = churn_probability
         applied_rules += escalation_rule + cold_start_rule + offer_rule
-        decided_ms = _now_ms()
-        decision = {
-            **self._header(event, ingest_ms, decided_ms),
-            "personalized": True,
-            "recommendations": recommendations,
-            "churn": {"probability": churn_probability, "explanation": churn_explanation.to_dict()},
-            "sentiment": {"recent": profile.recent_sentiment, "message": message_sentiment},
-            "action": {**action.to_dict(), "observed_reward": self._observed_reward(action.name)},
-            "confidence": confidence,
-            "segment": segment,
-            "rules": applied_rules,
-            "model_versions": self.model_versions(),
-            "recommendation_weights": self.recommender.weights(),
-            "features": {**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
-            "category_affinity": profile.normalized_affinity(),
-        }
+        decision = decisions.personalized(
+            _header(event, ingest_ms, _now_ms()),
+            recommendations=recommendations,
+            churn={"probability": churn_probability, "explanation": churn_explanation.to_dict()},
+            sentiment={"recent": profile.recent_sentiment, "message": message_sentiment},
+            action={**action.to_dict(), "observed_reward": self._observed_reward(action.name)},
+            confidence=confidence,
+            segment=segment,
+            rules=applied_rules,
+            model_versions=self.model_versions(),
+            recommendation_weights=self.recommender.weights(),
+            features={**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
+            category_affinity=profile.normalized_affinity(),
+            experiment=experiment,
+        )
         return decision, context
 
     def _segment(self, profile: UserFeatures, event_type: str, features: dict[str, float]) -> int:
@@ -323,7 +328,7 @@ class PersonalizationEngine:
     def _recommend(
         self, profile: UserFeatures, user_id: str, now_ms: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Top-k under the business rules; returns the recommendations (as decision records) and the rules that shaped them."""
+        """Top-k under the business rules: the recommendations (as decision records), the rules that shaped them."""
         rules = self.rules.current()
         k = self.config.top_k
         affinity = profile.normalized_affinity()
@@ -345,7 +350,8 @@ class PersonalizationEngine:
                     for reason, items in by_reason.items()]
         if excluded_keys is not None and len(excluded_keys):
             applied.append({"rule": "exclude", "effect": f"excluded: {keys_reason}",
-                            "items": self.recommender.item_ids_of(excluded_keys, limit=20), "count": len(excluded_keys)})
+                            "items": self.recommender.item_ids_of(excluded_keys, limit=20),
+                            "count": len(excluded_keys)})
         if category_filter is not None:
             applied.append({"rule": "categories", "effect": "category allow/deny lists and boosts applied",
                             "allow": list(rules.allow_categories), "deny": list(rules.deny_categories),
@@ -382,40 +388,29 @@ class PersonalizationEngine:
         mean = self.action_rewards.get(action)
         return None if mean is None or mean.n == 0 else mean.get()
 
-    def _holdout(self, event: dict[str, Any], ingest_ms: int, experiment: Experiment, arm: Arm) -> dict[str, Any]:
+    def _holdout(self, event: dict[str, Any], ingest_ms: int, experiment: Experiment, arm: Arm) -> Decision:
         """Decision for a user in a holdout arm: the non-personalized one (the profile still learns)."""
-        decision = self._non_personalized(
-            event, ingest_ms, f"holdout: arm {arm.name!r} of experiment {experiment.name!r} is not personalized")
-        decision["model_versions"]["experiment"] = experiment.version
-        return decision
+        return self._non_personalized(
+            event, ingest_ms, f"holdout: arm {arm.name!r} of experiment {experiment.name!r} is not personalized",
+            {"experiment": experiment.version}, experiment.label(arm))
 
     def _non_personalized(self, event: dict[str, Any], ingest_ms: int,
-                          reason: str = "personalization off: no consent") -> dict[str, Any]:
-        """Decision for a user without consent (or in a holdout): popularity only, no profile, no offers."""
+                          reason: str = "personalization off: no consent", versions: dict[str, str] | None = None,
+                          experiment: ExperimentLabel | None = None) -> Decision:
+        """Decision for a user without consent (in no experiment) or in a holdout: popularity only, no profile,
+        no offers; `versions` adds to the model versions."""
         recommendations = self.recommender.rank_popular(self.config.top_k, now_ms=event["ts"])
-        return {
-            **self._header(event, ingest_ms, _now_ms()),
-            "personalized": False,
-            "recommendations": [rec.to_dict() for rec in recommendations],
-            "churn": None,
-            "sentiment": None,
-            "action": {"name": "recommend", "propensity": 1.0, "reason": reason},
-            "model_versions": {"recommender": self.recommender.version, "policy": NON_PERSONALIZED_POLICY},
-            "features": {},
-            "experiment": None,  # without consent a user is in no experiment (a holdout's is set by handle)
-        }
+        return decisions.non_personalized(
+            _header(event, ingest_ms, _now_ms()),
+            recommendations=[rec.to_dict() for rec in recommendations],
+            reason=reason,
+            model_versions={"recommender": self.recommender.version, "policy": NON_PERSONALIZED_POLICY,
+                            **(versions or {})},
+            experiment=experiment,
+        )
 
-    def _forgotten(self, event: dict[str, Any], ingest_ms: int) -> dict[str, Any]:
-        return {
-            **self._header(event, ingest_ms, _now_ms()),
-            "personalized": False,
-            "forgotten": True,
-            "recommendations": [],
-            "action": {"name": "forget", "propensity": 1.0, "reason": "forget_user: profile and stored decision erased"},
-            "model_versions": {},
-            "features": {},
-            "experiment": None,
-        }
+    def _forgotten(self, event: dict[str, Any], ingest_ms: int) -> Decision:
+        return decisions.forgotten(_header(event, ingest_ms, _now_ms()))
 
     def model_versions(self) -> dict[str, str]:
         """The version of every model, the policy, the rules and the snapshot the models descend from."""
@@ -430,20 +425,9 @@ class PersonalizationEngine:
             "snapshot": self.snapshot_hash,
         }
 
-    @staticmethod
-    def _header(event: dict[str, Any], ingest_ms: int, decided_ms: int) -> dict[str, Any]:
-        event_ts = event["ts"]
-        return {
-            "schema": DECISION_SCHEMA,
-            "decision_id": decision_id_for(event["event_id"]),
-            "user_id": event["user_id"],
-            "event_id": event["event_id"],
-            "event_type": event["type"],
-            "event_ts": event_ts,
-            "ingest_ts": ingest_ms,
-            "decided_ts": decided_ms,
-            "latency_ms": {"event_to_ingest": ingest_ms - event_ts, "ingest_to_decision": decided_ms - ingest_ms},
-        }
+
+def _header(event: dict[str, Any], ingest_ms: int, decided_ms: int) -> decisions.Header:
+    return decisions.header(event["event_id"], event["user_id"], event["type"], event["ts"], ingest_ms, decided_ms)
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

@@ -1,8 +1,8 @@
 """A configuration file re-read within a second of a change, keeping the last good version on a broken edit.
 
-The pattern of the business rules (operators/rules.py), for any parsed configuration: an invalid file at
-start is an error (the process must not run on a configuration nobody wrote); an edit that breaks it later is
-logged and the previous version stays in force, so a typo cannot take a running engine down.
+The business rules (operators/rules.py) and the experiments (operators/experiments.py) are such files. An
+invalid file at start is an error (the process must not run on a configuration nobody wrote); an edit that
+breaks it later is logged and the previous version stays in force, so a typo cannot take a running engine down.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ class HotReloadedFile(Generic[T]):
 
     `parse(text, version)` builds the value or raises `ValueError`; `version` is `NAME@HASH` (the file's
     name and the first 12 hex digits of its content's SHA-256). Without a path, `default` is served.
+    A file that cannot be read or parsed raises `error` (subclasses may name their own).
 
     >>> HotReloadedFile(None, int, default=3, what="threshold").current()
     3
     """
+
+    error: type[ConfigFileError] = ConfigFileError
 
     def __init__(self, path: str | os.PathLike | None, parse: Callable[[str, str], T], default: T,
                  what: str = "configuration") -> None:
@@ -72,10 +75,10 @@ class HotReloadedFile(Generic[T]):
             stat = self._path.stat()
             text = self._path.read_text()
         except OSError as exc:
-            raise ConfigFileError(f"cannot read {self._what} file {self._path}: {exc}") from None
+            raise self.error(f"cannot read {self._what} file {self._path}: {exc}") from None
         self._mtime = stat.st_mtime
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         try:
             return self._parse(text, f"{self._path.name}@{digest}")
         except ValueError as exc:
-            raise ConfigFileError(f"{self._what} file {self._path}: {exc}") from None
+            raise self.error(f"{self._what} file {self._path}: {exc}") from None

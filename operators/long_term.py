@@ -69,7 +69,7 @@ class ChurnMemory:
             self.visit_start_ms, self.visit_gap_ms = ts, ts - last_ts
 
     def visit_features(self, first_ts: int, last_ts: int, now_ms: int) -> dict[str, float]:
-        """Frequency, tenure and visit gaps at `now_ms`: at an event, the gap before its visit; later, the time since."""
+        """Frequency, tenure and visit gaps at `now_ms`: at an event, the gap before its visit; later, time since."""
         idle = now_ms - last_ts
         gap = idle if idle > VISIT_GAP_MS else self.visit_gap_ms
         mean_gap = (self.visit_start_ms - first_ts) / (self.n_visits - 1) if self.n_visits > 1 else 0.0
@@ -223,8 +223,9 @@ class LongTermRecord:
          monetary, dwell, sentiment, served, personalization, segment) = _PACKED.unpack(self.packed)
         profile = UserFeatures(first_ts, self.user_id)
         profile.last_ts, profile.previous_ts = last_ts, previous_ts
-        profile.n_events, profile.n_sessions, profile.n_page_views, profile.n_clicks = n_events, n_sessions, n_page_views, n_clicks
-        profile.n_carts, profile.n_purchases, profile.n_searches, profile.n_chats = n_carts, n_purchases, n_searches, n_chats
+        profile.n_events, profile.n_sessions, profile.n_page_views = n_events, n_sessions, n_page_views
+        profile.n_clicks, profile.n_carts, profile.n_purchases = n_clicks, n_carts, n_purchases
+        profile.n_searches, profile.n_chats = n_searches, n_chats
         profile.monetary, profile.dwell_ewma, profile.sentiment_ewma = monetary, dwell, sentiment
         profile.personalization = bool(personalization)
         profile.segment = None if segment < 0 else segment

@@ -2,9 +2,9 @@
 
 The engine's metrics live in the process-wide registry (next to bytewax's own
 `bytewax_kafka_consumer_lag`) and are served by `serve_engine_metrics`; the gateway's are in
-connectors.gateway_metrics, built from the same counting primitives. Model quality is computed over rolling windows when scraped,
-and the per-event counters and latency histograms are plain integers kept per thread and summed when
-scraped (`ThreadCounts`), so the per-event cost is a few dict updates and deque appends.
+connectors.gateway_metrics, built from the same counting primitives. Model quality is computed over rolling
+windows when scraped, and the per-event counters and latency histograms are plain integers kept per thread and
+summed when scraped (`ThreadCounts`), so the per-event cost is a few dict updates and deque appends.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -232,7 +233,7 @@ _gc_clock = _PerProcess(_GcPauseClock)
 
 
 def gc_pauses() -> _DurationHistogram:
-    """The process's garbage-collector pause histogram (its hook is installed on first use); register it where needed."""
+    """The process's garbage-collector pause histogram (hook installed on first use); register it where needed."""
     return _gc_clock.get().pauses
 
 
@@ -265,7 +266,8 @@ class EngineMetrics:
         for model, window in (("churn", self.churn), ("sentiment", self.sentiment), ("recommender", self.hits)):
             samples.labels(model).set_function(window.__len__)
         self._drifts = Gauge("pulse_model_drifts", "Upward error drifts detected by ADWIN since start, per model "
-                             "(churn and sentiment are retrained from recent data at each).", ["model"], registry=registry)
+                             "(churn and sentiment are retrained from recent data at each).", ["model"],
+                             registry=registry)
         self._last_top: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # a user's latest top k
         self._lock = threading.Lock()
 

@@ -28,30 +28,24 @@ Each rule that changes what a user sees is reported in the decision's `rules` li
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import time
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from online_models.recommender import CategoryFilter, RankedItems, Recommendation
 from operators.history import InteractionHistory
+from operators.hot_reload import ConfigFileError, HotReloadedFile
 from operators.item_memory import ItemMemory
-
-log = logging.getLogger("pulse.rules")
 
 MS_PER_MINUTE = 60_000
 MS_PER_HOUR = 3_600_000
-RELOAD_CHECK_S = 1.0
 CANDIDATE_FACTOR = 4  # ranked candidates per requested slot, so exclusions and diversity still fill k
 
 
-class RulesError(ValueError):
+class RulesError(ConfigFileError):
     """The rules file cannot be read or holds an invalid rule."""
 
 
@@ -71,7 +65,7 @@ class RuleSet:
     version: str = "none"
 
     @classmethod
-    def from_toml(cls, text: str, version: str) -> "RuleSet":
+    def from_toml(cls, text: str, version: str) -> RuleSet:
         """Parse and validate the TOML rules text."""
         try:
             doc = tomllib.loads(text)
@@ -169,41 +163,13 @@ class RuleSet:
                        f"limit once per {self.retention_cooldown_hours:g} h")
 
 
-class RulesFile:
+class RulesFile(HotReloadedFile[RuleSet]):
     """The rules of a TOML file, re-read when the file changes (checked at most once a second).
 
     A file that becomes invalid is reported in the log and the previous rules stay in force.
     """
 
+    error = RulesError
+
     def __init__(self, path: str | os.PathLike | None) -> None:
-        self._path = Path(path) if path else None
-        self._rules = RuleSet()
-        self._mtime: float | None = None
-        self._checked = 0.0
-        if self._path is not None:
-            self._rules = self._load()  # an invalid file at start is an error, not a warning
-
-    def current(self) -> RuleSet:
-        """The rules in force now."""
-        if self._path is None:
-            return self._rules
-        now = time.monotonic()
-        if now - self._checked >= RELOAD_CHECK_S:
-            self._checked = now
-            try:
-                if self._path.stat().st_mtime != self._mtime:
-                    self._rules = self._load()
-                    log.info("reloaded business rules %s (version %s)", self._path, self._rules.version)
-            except (OSError, RulesError) as exc:
-                log.error("keeping rules version %s: %s", self._rules.version, exc)
-        return self._rules
-
-    def _load(self) -> RuleSet:
-        try:
-            stat = self._path.stat()
-            text = self._path.read_text()
-        except OSError as exc:
-            raise RulesError(f"cannot read rules file {self._path}: {exc}") from None
-        self._mtime = stat.st_mtime
-        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-        return RuleSet.from_toml(text, version=f"{self._path.name}@{digest}")
+        super().__init__(path, RuleSet.from_toml, RuleSet(), what="rules")

@@ -5,14 +5,16 @@ experiment and arm. `UpliftAggregator.add` folds each into its arm's sums, kept 
 of users (a bucket is a deterministic hash of the user id, independent of the arm), from which the
 report derives each metric with a per-user-clustered 95% interval (operators/uplift_stats.py):
 
-| metric | ratio | reads as |
-|---|---|---|
-| `click_rate`, `cart_rate`, `purchase_rate` | decisions acted on (an outcome event named the decision) with at least a click / an add-to-cart / a purchase, per decision | conversion per decision |
-| `attributed_rate` | decisions with any outcome joined, by `decision_id` or within the wait window (reward > 0), per decision | what the policy learns from |
-| `revenue_per_user` | purchase revenue joined to decisions (either way), per user | |
-| `offer_acceptance` | offer decisions (`retention_offer`, `discount`) followed by a click or more, per offer | offers accepted |
-| `offers_per_user` | offer decisions per user | |
-| `sessions_per_user` | decisions on `session_start` events, per user | retention proxy: how often users come back |
+- `click_rate`, `cart_rate`, `purchase_rate` (conversion per decision): decisions acted on (an outcome event
+  named the decision) with at least a click / an add-to-cart / a purchase, per decision;
+- `attributed_rate` (what the policy learns from): decisions with any outcome joined, by `decision_id` or
+  within the wait window (reward > 0), per decision;
+- `revenue_per_user`: purchase revenue joined to decisions (either way), per user;
+- `offer_acceptance` (offers accepted): offer decisions (`retention_offer`, `discount`) followed by a click or
+  more, per offer;
+- `offers_per_user`: offer decisions per user;
+- `sessions_per_user` (retention proxy: how often users come back): decisions on `session_start` events, per
+  user.
 
 Users are counted once per experiment and arm: a table of 64-bit fingerprints (a keyed hash whose key is
 drawn at random when the process starts and never stored, so the table names nobody), 8 bytes a slot at a

@@ -10,14 +10,15 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
 
-from operators.audit import decision_audit
+from operators.decision import Decision
 from operators.engine import PersonalizationEngine
 from operators.features import UserFeatures
 from operators.long_term import LongTermRecord, next_release
@@ -106,15 +107,14 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
                 self._profile, self._record = self._record.restore(), None
             for accepted in values:
                 metrics.before_event(accepted.event, self._engine, self._profile)
-                self._profile, decision = self._engine.handle(self._profile, accepted.event, accepted.ingest_ms)
+                self._profile, decision, outcomes = self._engine.handle_with_outcomes(
+                    self._profile, accepted.event, accepted.ingest_ms)
                 metrics.after_decision(decision)
-                decision["audit"] = decision_audit(decision)
                 user_id = decision["user_id"]
-                outcomes = [orjson.dumps(attribution) for attribution in decision.pop("attributions", ())]
                 payload = orjson.dumps(decision)
                 if records is not None:
                     for outcome in outcomes:
-                        records.outcome(user_id, outcome)
+                        records.outcome(user_id, orjson.dumps(outcome))
                     records.decision(user_id, payload)
                 consented = self._profile is not None and self._profile.personalization  # a holdout's too
                 out.append(DecisionOut(user_id, decision["decision_id"], payload, self._profile is None, consented))
@@ -131,7 +131,7 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
     def notify_at(self) -> datetime | None:
         """The next of `notify_at_ms`, as Bytewax wants it."""
         due = self.notify_at_ms()
-        return None if due is None else datetime.fromtimestamp(due / 1000.0, tz=timezone.utc)
+        return None if due is None else datetime.fromtimestamp(due / 1000.0, tz=UTC)
 
     def notify_at_ms(self) -> int | None:
         """When the oldest pending decision's window closes, the user expires, a held churn label is due, a
@@ -146,8 +146,8 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
         elif record is not None:
             last_ts = record.last_ts
             end = now if self._retention_ms is None else int(last_ts + self._retention_ms)  # retention turned off: now
-            times = [next_release(record), due_check_ms(engine, last_ts, record.winback_for_ms, record.personalization, now),
-                     end]
+            times = [next_release(record),
+                     due_check_ms(engine, last_ts, record.winback_for_ms, record.personalization, now), end]
         else:
             return None
         return min((t for t in times if t is not None), default=None)
@@ -189,10 +189,9 @@ class UserLogic(StatefulBatchLogic[Accepted, DecisionOut, bytes]):
             self._deliver(discarding=discard)
         return out, discard
 
-    def _win_back_out(self, decision: dict) -> DecisionOut:
-        """Audit, encode and log a win-back decision."""
+    def _win_back_out(self, decision: Decision) -> DecisionOut:
+        """Count, encode and log a win-back decision."""
         engine_metrics().decisions.counts.add((decision["action"]["name"],))
-        decision["audit"] = decision_audit(decision)
         payload = orjson.dumps(decision)
         if self._records is not None:
             self._records.decision(decision["user_id"], payload)

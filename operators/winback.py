@@ -15,13 +15,15 @@ refers to the decision served at the user's latest event), and it waits for no o
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from river.utils.math import sigmoid
 
 from online_models.actions import WIN_BACK_OFFER
 from online_models.confidence import decision_confidence
-from operators.engine import DECISION_SCHEMA, _now_ms, decision_id_for
+from operators import decision as decisions
+from operators.decision import Decision
+from operators.engine import _now_ms
 from operators.features import UserFeatures
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ def due_check_ms(engine: PersonalizationEngine, last_ts: int, winback_for_ms: in
     return next_check_ms(last_ts, now_ms, min_idle)
 
 
-def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) -> dict[str, Any] | None:
+def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) -> Decision | None:
     """The win-back decision for `profile` quiet at `now_ms`, or None when none is due or allowed.
 
     Sending one remembers it (the profile's last offer and the stretch it was sent in).
@@ -89,24 +91,21 @@ def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) 
     recommendations, applied_rules = engine._recommend(profile, user_id, now_ms)
     quiet_days = (now_ms - profile.last_ts) / MS_PER_DAY
     event_id = f"{TRIGGER}:{user_id}:{profile.last_ts}"  # one per quiet stretch: replays rewrite the same decision
-    decided_ms = _now_ms()
-    return {
-        "schema": DECISION_SCHEMA, "decision_id": decision_id_for(event_id), "user_id": user_id, "event_id": event_id,
-        "event_type": TRIGGER, "trigger": TRIGGER, "event_ts": now_ms, "ingest_ts": now_ms, "decided_ts": decided_ms,
-        "latency_ms": {"event_to_ingest": 0, "ingest_to_decision": decided_ms - now_ms},
-        "personalized": True,
-        "recommendations": recommendations,
-        "churn": {"probability": probability, "explanation": explanation.to_dict()},
-        "sentiment": {"recent": profile.recent_sentiment, "message": None},
-        "action": {"name": WIN_BACK_OFFER, "propensity": 1.0, "channel": config.winback_channel,
-                   "reason": f"no activity for {quiet_days:.1f} days: churn probability {probability:.2f} "
-                             f">= {config.churn_threshold:.2f}, win the customer back",
-                   "observed_reward": None},
-        "confidence": confidence,
-        "segment": profile.segment,
-        "rules": applied_rules,
-        "model_versions": engine.model_versions(),
-        "features": {**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
-        "category_affinity": profile.normalized_affinity(),
-        "experiment": experiment.label(arm),
-    }
+    return decisions.personalized(
+        decisions.header(event_id, user_id, TRIGGER, now_ms, now_ms, _now_ms(), trigger=TRIGGER),
+        recommendations=recommendations,
+        churn={"probability": probability, "explanation": explanation.to_dict()},
+        sentiment={"recent": profile.recent_sentiment, "message": None},
+        action={"name": WIN_BACK_OFFER, "propensity": 1.0, "channel": config.winback_channel,
+                "reason": f"no activity for {quiet_days:.1f} days: churn probability {probability:.2f} "
+                          f">= {config.churn_threshold:.2f}, win the customer back",
+                "observed_reward": None},
+        confidence=confidence,
+        segment=profile.segment,
+        rules=applied_rules,
+        model_versions=engine.model_versions(),
+        recommendation_weights=None,  # left out of win-backs (as before the decision was typed)
+        features={**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
+        category_affinity=profile.normalized_affinity(),
+        experiment=experiment.label(arm),
+    )

@@ -15,9 +15,10 @@ import math
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import orjson
 
@@ -62,10 +63,11 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator[dict[str, Any]]:
-    """Every decision currently in `topic` (each partition up to its end offset at start; gives up after `timeout_s`)."""
+    """Every decision now in `topic` (each partition up to its end offset at start; gives up after `timeout_s`)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pulse-audit-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pulse-audit-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
     try:
         partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in partitions}
@@ -100,7 +102,8 @@ def simulator_groups(users: int, seed: int, items: int = 500) -> dict[str, dict[
     }
 
 
-def tabulate(decisions: Iterable[dict[str, Any]], groups: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, dict[str, GroupStats]]:
+def tabulate(decisions: Iterable[dict[str, Any]],
+             groups: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, dict[str, GroupStats]]:
     """dimension -> group -> stats, over distinct, non-erasure decisions."""
     table: dict[str, dict[str, GroupStats]] = defaultdict(lambda: defaultdict(GroupStats))
     seen: set[str] = set()
@@ -121,7 +124,8 @@ def tabulate(decisions: Iterable[dict[str, Any]], groups: Mapping[str, Mapping[s
     return table
 
 
-def disparities(table: Mapping[str, Mapping[str, GroupStats]], threshold: float, min_decisions: int, min_gap: float) -> list[Disparity]:
+def disparities(table: Mapping[str, Mapping[str, GroupStats]], threshold: float, min_decisions: int,
+                min_gap: float) -> list[Disparity]:
     """Actions whose lowest/highest group rate falls below `threshold` within a dimension."""
     found = []
     for dimension, by_group in table.items():
@@ -147,7 +151,8 @@ def render(table: Mapping[str, Mapping[str, GroupStats]], flagged: list[Disparit
         lines.append(f"  {'group':<18}{'decisions':>10}" + "".join(f"{a[:16]:>18}" for a in actions))
         for group in sorted(by_group):
             stats = by_group[group]
-            lines.append(f"  {group[:18]:<18}{stats.decisions:>10}" + "".join(f"{stats.rate(a):>18.3f}" for a in actions))
+            rates = "".join(f"{stats.rate(a):>18.3f}" for a in actions)
+            lines.append(f"  {group[:18]:<18}{stats.decisions:>10}{rates}")
     lines.append(f"\n{len(flagged)} disparities (lowest/highest group rate < {threshold}):")
     for item in flagged:
         lines.append(f"  {item.dimension}: '{item.action}' {item.low_group} {item.low_rate:.3f} vs {item.high_group} "

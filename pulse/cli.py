@@ -7,8 +7,8 @@ import faulthandler
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pulse.config import ConfigError, Settings, settings_table
 from pulse.logs import configure_logging
@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Pulse: real-time personalization (Kafka -> Bytewax -> River -> Redis + WebSocket). "
         "Configuration comes from environment variables: see `pulse config`.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("PULSE_LOG_LEVEL", "INFO"), help="logging level (default INFO)")
+    parser.add_argument("--log-level", default=os.environ.get("PULSE_LOG_LEVEL", "INFO"),
+                        help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-create-topics", action="store_true", help="do not create missing topics first")
     run.add_argument("--no-recovery", action="store_true",
-                     help="run without Bytewax recovery (default: recovery in PULSE_RECOVERY_DIR, see docs/operations.md)")
+                     help="run without Bytewax recovery "
+                          "(default: recovery in PULSE_RECOVERY_DIR, see docs/operations.md)")
 
     commands.add_parser("gateway", help="run the WebSocket gateway (decisions fan-out from Redis)")
 
@@ -62,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "flags actions whose lowest/highest group rate is below --threshold.",
     )
     audit.add_argument("--file", type=Path, help="JSON-lines file of decisions (default: the decisions topic)")
-    audit.add_argument("--threshold", type=float, default=0.8, help="flag below this lowest/highest rate ratio (default 0.8)")
+    audit.add_argument("--threshold", type=float, default=0.8,
+                       help="flag below this lowest/highest rate ratio (default 0.8)")
     audit.add_argument("--min-decisions", type=int, default=30, help="ignore groups with fewer decisions (default 30)")
     audit.add_argument("--min-gap", type=float, default=0.02, help="ignore rate differences below this (default 0.02)")
     audit.add_argument("--sim-users", type=int, help="with --sim-seed: add the simulation's hidden user groups")
@@ -104,10 +107,13 @@ def _parser() -> argparse.ArgumentParser:
 def _add_simulation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=1000, help="concurrent synthetic users (default 1000)")
     parser.add_argument("--items", type=int, default=500, help="catalog size (default 500)")
-    parser.add_argument("--rate", type=float, default=500.0, help="events per second; 0 = as fast as possible (default 500)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C / --events)")
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="events per second; 0 = as fast as possible (default 500)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds to run (default: until Ctrl-C / --events)")
     parser.add_argument("--events", type=int, default=None, help="stop after this many events")
-    parser.add_argument("--malformed", type=float, default=0.01, help="share of malformed events injected (default 0.01)")
+    parser.add_argument("--malformed", type=float, default=0.01,
+                        help="share of malformed events injected (default 0.01)")
     parser.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")
 
 
@@ -153,7 +159,8 @@ def _dispatch(args: argparse.Namespace, passthrough: list[str], settings: Settin
             _check_experiments(settings)
             _check_redis(settings.redis_url)
             os.environ["PULSE_LOG_LEVEL"] = args.log_level  # the engine process logs at the same level
-            return _run_flow(settings, passthrough, create_topics=not args.no_create_topics, recovery=not args.no_recovery)
+            return _run_flow(settings, passthrough, create_topics=not args.no_create_topics,
+                             recovery=not args.no_recovery)
         if args.command == "gateway":
             _check_experiments(settings)
             _check_redis(settings.redis_url)

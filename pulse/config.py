@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from online_models.recommender import RecommenderConfig
@@ -211,7 +212,7 @@ class Settings:
         "Comma-separated engine /metrics URLs that the dashboard summarizes.")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from `env` (default `os.environ`), converting and validating types."""
         env = os.environ if env is None else env
         values = {}

@@ -18,17 +18,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from itertools import takewhile
 from pathlib import Path
-from typing import Iterator
 
 from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
 from connectors.model_control import ModelCommandChannel
 from pulse.config import Settings
-from pulse.localservers import (LocalServer, Retention, dying_with_parent, free_port, kcat_library_dir, start_redis,
-                               start_tansu, stop_processes, wait_for_port)
+from pulse.localservers import (
+    LocalServer,
+    Retention,
+    dying_with_parent,
+    free_port,
+    kcat_library_dir,
+    start_redis,
+    start_tansu,
+    stop_processes,
+    wait_for_port,
+)
 from pulse.simulate import on_configured_topics, simulation_config
 from simulator import DecisionLatencyMonitor, EventGenerator, KafkaEventSink, SimEvent, World, send_events
 
@@ -74,7 +83,8 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     started: list[LocalServer] = []
     try:
         if "KAFKA_BOOTSTRAP" not in os.environ:
-            kafka = start_tansu(retention=Retention((settings.topic_items,), DEMO_RETENTION_WINDOW_S, DEMO_PARTITION_BYTES))
+            kafka = start_tansu(retention=Retention((settings.topic_items,), DEMO_RETENTION_WINDOW_S,
+                                                    DEMO_PARTITION_BYTES))
             started.append(kafka)
             # A fresh broker has fresh topics: recovery state of an earlier demo would point past their ends.
             shutil.rmtree(DEMO_RECOVERY_DIR, ignore_errors=True)
@@ -259,8 +269,10 @@ def _status_loop(
         now = time.monotonic()
         elapsed = now - last_time
         line = (
-            f"events/s {(sink.count - last_sent) / elapsed:8,.0f} | decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
-            f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms | sent {sink.count:,} decided {stats.count:,}"
+            f"events/s {(sink.count - last_sent) / elapsed:8,.0f} "
+            f"| decisions/s {(stats.count - last_decided) / elapsed:8,.0f}"
+            f" | latency p50 {stats.p50_ms:6.1f} ms p99 {stats.p99_ms:6.1f} ms"
+            f" | sent {sink.count:,} decided {stats.count:,}"
         )
         if stats.others:  # decisions of events from other producers (the shop, kcat, curl), not counted above
             line += f" (+{stats.others:,} other)"

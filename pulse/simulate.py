@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from pulse.config import Settings
 from simulator import EventGenerator, JsonLinesSink, KafkaEventSink, SimEvent, SimulationConfig, World, send_events
@@ -35,7 +35,8 @@ def simulate(settings: Settings, args: argparse.Namespace) -> int:
         sink = KafkaEventSink(settings.kafka_bootstrap)
     try:
         report = send_events(
-            on_configured_topics(generator.events(args.events), settings), sink, rate=args.rate or None, duration_s=args.duration,
+            on_configured_topics(generator.events(args.events), settings), sink, rate=args.rate or None,
+            duration_s=args.duration,
             progress=not args.no_progress and not args.stdout,
         )
     finally:

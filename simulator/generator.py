@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class EventGenerator:
         """The prefix of every event id this generator makes (unique per run: seed and start time)."""
         return self._id_prefix
     def events(self, n: int | None = None) -> Iterator[SimEvent]:
-        """Yield the next `n` events (valid and malformed; endless when None), continuing where the last call stopped."""
+        """Yield the next `n` events (valid and malformed; endless when None), from where the last call stopped."""
         ratio = self.world.config.malformed_ratio
         kinds = list(MALFORMED_KINDS)
         produced = 0

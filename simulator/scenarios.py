@@ -27,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -72,7 +73,8 @@ def _mutations(rng: random.Random, event: dict, kind: str, max_bytes: int) -> li
         ("missing type", _dump(_without(event, "type")), True),
         ("unknown type", _dump({**event, "type": rng.choice(["PAGE_VIEW", "drop_table", "", "\u0000"])}), True),
         ("wrong topic", _dump({**event, **rng.choice(VALID[other_kind])}), True),
-        ("id of wrong type", _dump({**event, rng.choice(["event_id", "user_id"]): rng.choice([1, None, [], {}, True, ""])}), True),
+        ("id of wrong type",
+         _dump({**event, rng.choice(["event_id", "user_id"]): rng.choice([1, None, [], {}, True, ""])}), True),
         ("ts far in the past", _dump({**event, "ts": rng.choice([0, -1, MIN_TS_MS - 1, 1_700_000_000])}), True),
         ("ts far in the future", _dump({**event, "ts": rng.choice([MAX_TS_MS + 1, 2**62, 10**15])}), True),
         ("ts of wrong type", _dump({**event, "ts": rng.choice([str(NOW_MS), float(NOW_MS), None, True])}), True),

@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from pulse.localservers import LocalServer, start_redis, start_tansu
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[LocalServer]:
-    """A throwaway redis-server."""
-    server = start_redis()
+def _serving(server: LocalServer) -> Iterator[LocalServer]:
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalServer]:
+    """A throwaway redis-server."""
+    yield from _serving(start_redis())
 
 
 @pytest.fixture(scope="session")
 def kafka_server() -> Iterator[LocalServer]:
     """A memory-backed Tansu broker (Kafka protocol)."""
-    server = start_tansu()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(start_tansu())
 
 
 CASES_TRIED: Counter[str] = Counter()

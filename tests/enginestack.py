@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable
 
 import orjson
+import websockets
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from connectors.kafka_io import ensure_topics
 from pulse.config import Settings
 from pulse.localservers import PROJECT_ROOT as ROOT
-from pulse.localservers import isolated_env, stop_processes
+from pulse.localservers import free_port, isolated_env, stop_processes, wait_for_port
 from pulse.simulate import on_configured_topics
 from simulator import KafkaEventSink, SimEvent
 
@@ -30,6 +34,29 @@ def stack_env(kafka_port: int, redis_port: int, workdir: Path, **overrides: str)
     return env
 
 
+@contextlib.contextmanager
+def engine_and_gateway(kafka_port: int, redis_port: int, workdir: Path, **overrides: str) -> Iterator[dict[str, str]]:
+    """`pulse run -w 1` and `pulse gateway` as child processes on a `stack_env` with free gateway and HTTP ports
+    and a fresh gateway secret (logs: workdir/NAME.log); yields the environment, then checks that neither died
+    and stops both."""
+    env = stack_env(kafka_port, redis_port, workdir, PULSE_GATEWAY_PORT=str(free_port()),
+                    PULSE_HTTP_PORT=str(free_port()), PULSE_GATEWAY_SECRET=f"secret-{uuid.uuid4().hex[:8]}",
+                    **overrides)
+    processes: list[subprocess.Popen] = []
+    with contextlib.ExitStack() as logs:
+        try:
+            for name, argv in (("engine", ["run", "-w", "1"]), ("gateway", ["gateway"])):
+                log = logs.enter_context(open(workdir / f"{name}.log", "wb"))
+                processes.append(subprocess.Popen([sys.executable, "-m", "pulse.cli", *argv], env=env, cwd=ROOT,
+                                                  stdout=log, stderr=subprocess.STDOUT))
+            wait_for_port(int(env["PULSE_GATEWAY_PORT"]))
+            yield env
+            for process, name in zip(processes, ("engine", "gateway")):
+                assert process.poll() is None, f"{name} died: {(workdir / f'{name}.log').read_text()[-3000:]}"
+        finally:
+            stop_processes(*processes, timeout_s=10)
+
+
 class Engine:
     """`pulse run` as a child process, its output in a log file."""
 
@@ -39,7 +66,7 @@ class Engine:
         self.args = args or ("-w", "1")
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         """Start (or restart) the engine."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "run", *self.args], env=self.env,
@@ -85,12 +112,14 @@ class TopicReader:
             if time.monotonic() >= deadline:
                 return self.messages
 
-    def until(self, done: Callable[[list[Message]], bool], timeout_s: float, alive: Callable[[], bool] = lambda: True) -> list[Message]:
-        """Poll until `done(messages)` (then 1 s more for stragglers); raise TimeoutError otherwise."""
+    def until(self, done: Callable[[list[Message]], bool], timeout_s: float,
+              alive: Callable[[], bool] = lambda: True, grace_s: float = 1.0) -> list[Message]:
+        """Poll until `done(messages)`, then `grace_s` more for stragglers (duplicates, records that should not
+        come: 0 when only the awaited record matters); raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if done(self.poll()):
-                return self.poll(1.0)
+                return self.poll(grace_s)
             if not alive():
                 raise RuntimeError("the engine died")
         raise TimeoutError(f"only {len(self.messages)} messages after {timeout_s}s")
@@ -132,3 +161,40 @@ def produce(events: Iterable[SimEvent], env: dict[str, str], rate: float | None 
                 time.sleep(delay)
         sink.send(event)
     sink.close()
+
+
+class WebSocketWatcher(threading.Thread):
+    """A real WebSocket client subscribed to one user, collecting the decision frames it is sent (for `timeout_s`,
+    or until `stop_at` is set to 0)."""
+
+    def __init__(self, port: int, user_id: str, token: str, timeout_s: float = 120) -> None:
+        super().__init__(daemon=True)
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.user_id = user_id
+        self.token = token
+        self.frames: list[dict] = []
+        self.subscribed = threading.Event()
+        self.stop_at = time.monotonic() + timeout_s
+
+    @property
+    def live_decisions(self) -> list[dict]:
+        """The decisions pushed as they were made (not the stored latest one sent on subscribing)."""
+        return [frame["decision"] for frame in self.frames if not frame.get("latest")]
+
+    def run(self) -> None:
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        async with websockets.connect(self.url) as ws:
+            await ws.send(orjson.dumps({"subscribe": self.user_id, "token": self.token}).decode())
+            while time.monotonic() < self.stop_at:
+                try:
+                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                except TimeoutError:
+                    continue
+                except websockets.ConnectionClosed:
+                    return
+                if frame["type"] == "subscribed":
+                    self.subscribed.set()
+                elif frame["type"] == "decision":
+                    self.frames.append(frame)

@@ -10,10 +10,11 @@ that aborts can be resumed by the next.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from bytewax.recovery import RecoveryConfig, init_db_dir

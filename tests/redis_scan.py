@@ -33,5 +33,6 @@ def holding(client: redis.Redis, needles: list[str]) -> list[str]:
     found = []
     for key, value in redis_contents(client):
         text = (key + b"\n" + value).lower()
-        found += [f"{key.decode(errors='replace')}: {needle!r}" for needle in needles if needle.lower().encode() in text]
+        found += [f"{key.decode(errors='replace')}: {needle!r}"
+                  for needle in needles if needle.lower().encode() in text]
     return found

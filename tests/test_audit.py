@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Producer
+from enginestack import ROOT
 
 from connectors.kafka_io import ensure_topics
-from enginestack import ROOT
 from operators.audit import decision_audit
 from pulse.bias_audit import disparities, simulator_groups, tabulate
 from pulse.config import Settings
@@ -30,7 +30,8 @@ def _skewed(n_per_segment: int = 100) -> list[dict]:
     for segment, offers in ((0, 30), (1, 5)):
         for i in range(n_per_segment):
             n = segment * 1000 + i
-            decisions.append(_decision(n, f"u{segment}-{i % 10}", segment, "retention_offer" if i < offers else "recommend"))
+            decisions.append(_decision(n, f"u{segment}-{i % 10}", segment,
+                                       "retention_offer" if i < offers else "recommend"))
     return decisions
 
 
@@ -45,15 +46,17 @@ def test_disparity_beyond_threshold_is_flagged() -> None:
 
 
 def test_replayed_and_erasure_decisions_are_not_counted() -> None:
-    decisions = _skewed() + _skewed()[:10] + [{"decision_id": "d-x", "forgotten": True, "user_id": "u", "personalized": False,
-                                               "action": {"name": "forget"}}]
+    erasure = {"decision_id": "d-x", "forgotten": True, "user_id": "u", "personalized": False,
+               "action": {"name": "forget"}}
+    decisions = _skewed() + _skewed()[:10] + [erasure]
     table = tabulate(decisions)
     assert sum(stats.decisions for stats in table["segment"].values()) == 200
 
 
 def test_simulator_groups_join_on_user_id() -> None:
     groups = simulator_groups(users=50, seed=3, items=40)
-    assert len(groups) == 50 and set(groups["user-00001"]) == {"sim:engagement", "sim:price_sensitivity", "sim:mood", "sim:churn_risk"}
+    assert len(groups) == 50 and set(groups["user-00001"]) == {"sim:engagement", "sim:price_sensitivity", "sim:mood",
+                                                               "sim:churn_risk"}
     decisions = [_decision(i, f"user-{i % 50 + 1:05d}", 0, "recommend") for i in range(200)]
     table = tabulate(decisions, groups)
     assert sum(s.decisions for s in table["sim:engagement"].values()) == 200
@@ -67,7 +70,8 @@ def test_cli_reads_a_file_and_exits_1_on_disparities(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     assert "segment: 'retention_offer' 1 0.050 vs 0 0.300" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "pulse.cli", "audit", "--file", str(path), "--threshold", "0.1", "--json"],
+    result = subprocess.run([sys.executable, "-m", "pulse.cli", "audit", "--file", str(path), "--threshold", "0.1",
+                             "--json"],
                             env=env, cwd=ROOT, capture_output=True, timeout=60)
     assert result.returncode == 0 and orjson.loads(result.stdout)["disparities"] == []
 
@@ -83,7 +87,8 @@ def test_cli_reads_the_decisions_topic(kafka_server: LocalServer) -> None:
     for decision in _skewed():
         producer.produce(topic, orjson.dumps(decision), key=decision["user_id"].encode())
     producer.flush(10)
-    result = subprocess.run([sys.executable, "-m", "pulse.cli", "audit", "--json"], env=env, cwd=ROOT, capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "pulse.cli", "audit", "--json"], env=env, cwd=ROOT,
+                            capture_output=True, timeout=60)
     report = orjson.loads(result.stdout)
     assert report["groups"]["segment"]["0"]["decisions"] == 100 and report["groups"]["segment"]["1"]["decisions"] == 100
     assert result.returncode == 1
@@ -91,7 +96,8 @@ def test_cli_reads_the_decisions_topic(kafka_server: LocalServer) -> None:
 
 def test_decision_audit_records_models_and_data_categories() -> None:
     chat = {"personalized": True, "sentiment": {"message": {"score": -0.5}},
-            "model_versions": {"recommender": "r@1", "churn": "c@2", "sentiment": "s@3", "policy": "p", "snapshot": "none"}}
+            "model_versions": {"recommender": "r@1", "churn": "c@2", "sentiment": "s@3", "policy": "p",
+                               "snapshot": "none"}}
     audit = decision_audit(chat)
     assert audit["models"] == {"recommender": "r@1", "churn": "c@2", "sentiment": "s@3", "policy": "p"}
     assert "chat messages" in audit["data_categories"] and audit["personal_data"] is True

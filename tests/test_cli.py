@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pulse.cli import main
 from pulse.localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,9 +21,11 @@ def pulse(*args: str, env: dict[str, str] | None = None, timeout: float = 60) ->
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["gateway"], ["simulate"], ["demo"], ["config"]])
-def test_help(command: list[str]) -> None:
-    result = pulse(*command, "--help")
-    assert result.returncode == 0 and "usage: pulse" in result.stdout
+def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # In this process (argparse prints and exits): the other tests run `python -m pulse.cli` itself.
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0 and "usage: pulse" in capsys.readouterr().out
 
 
 def test_config_table_lists_every_variable() -> None:

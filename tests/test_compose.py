@@ -56,7 +56,8 @@ def test_pulse_services_run_real_subcommands_with_known_settings() -> None:
 
 def test_prometheus_scrapes_engines_and_gateway_and_grafana_is_provisioned() -> None:
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]] for job in config["scrape_configs"]}
+    targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+               for job in config["scrape_configs"]}
     engine_port = SERVICES["engine-0"]["environment"]["PULSE_METRICS_PORT"]
     assert sorted(targets["pulse-engine"]) == [f"engine-0:{engine_port}", f"engine-1:{engine_port}"]
     gateway_env = SERVICES["gateway"]["environment"]

@@ -1,4 +1,5 @@
-"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C, SIGTERM or kill -9 stops everything."""
+"""`pulse demo` end to end: it starts its own servers, shows decisions flowing, and Ctrl-C, SIGTERM or kill -9
+stops everything."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from processes import alive, survivors_after
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,8 @@ def ignore_sigint() -> None:
 
 
 @pytest.mark.parametrize(("stop_signal", "repeated"),
-                         [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+                         [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True),
+                          (signal.SIGKILL, False)],
                          ids=["ctrl-c", "sigterm", "ctrl-c-pressed-again-during-shutdown", "kill-9"])
 def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_signal: int, repeated: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "PULSE_GATEWAY_PORT")}
@@ -75,11 +76,13 @@ def test_demo_runs_and_a_stop_signal_stops_every_process(tmp_path: Path, stop_si
             demo.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hangs
             time.sleep(1.0)
             output += demo.stdout.read() or b""
-        assert demo.poll() == 0, f"the demo did not stop cleanly within 30 s of {signal.Signals(stop_signal).name}:\n" + output.decode(errors="replace")[-6000:]
+        assert demo.poll() == 0, (f"the demo did not stop cleanly within 30 s of {signal.Signals(stop_signal).name}:\n"
+                                  + output.decode(errors="replace")[-6000:])
         assert not survivors_after(started, 10), "a process started by the demo survived the stop signal"
         output += demo.stdout.read() or b""
         after_stop = output.rpartition(b"stopped;")[2]
-        assert b"rdkafka" not in after_stop, "a Kafka client outlived the broker:\n" + after_stop.decode(errors="replace")
+        assert b"rdkafka" not in after_stop, ("a Kafka client outlived the broker:\n"
+                                              + after_stop.decode(errors="replace"))
     finally:
         started |= children_of(demo.pid)
         if demo.poll() is None:

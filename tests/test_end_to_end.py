@@ -7,25 +7,20 @@ user's latest decision, and a real WebSocket client received its user's decision
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
-import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
 import redis
-import websockets
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.auth import mint_token
-from pulse.localservers import LocalServer, free_port, stop_processes, wait_for_port
+from pulse.localservers import LocalServer
 from simulator import EventGenerator, KafkaEventSink, SimulationConfig, World, encode_event, send_events
-from tests.enginestack import ROOT, retarget, stack_env
+from tests.enginestack import WebSocketWatcher, engine_and_gateway, retarget
 
 pytestmark = pytest.mark.e2e
 TIMEOUT_S = 120
@@ -34,28 +29,14 @@ TIMEOUT_S = 120
 @pytest.fixture()
 def running_stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment naming unique topics/prefix for this test, plus running engine and gateway processes."""
-    env = stack_env(
-        kafka_server.port, redis_server.port, tmp_path,
-        PULSE_GATEWAY_PORT=str(free_port()), PULSE_HTTP_PORT=str(free_port()),
-        PULSE_GATEWAY_SECRET=f"secret-{uuid.uuid4().hex[:8]}",
-    )
-    processes = []
-    try:
-        for name, argv in (("engine", ["run", "-w", "1"]), ("gateway", ["gateway"])):
-            log = open(tmp_path / f"{name}.log", "wb")
-            processes.append(subprocess.Popen([sys.executable, "-m", "pulse.cli", *argv], env=env, cwd=ROOT,
-                                              stdout=log, stderr=subprocess.STDOUT))
-        wait_for_port(int(env["PULSE_GATEWAY_PORT"]))
+    with engine_and_gateway(kafka_server.port, redis_server.port, tmp_path) as env:
         yield env
-        for process, name in zip(processes, ("engine", "gateway")):
-            assert process.poll() is None, f"{name} died: {(tmp_path / f'{name}.log').read_text()[-3000:]}"
-    finally:
-        stop_processes(*processes, timeout_s=10)
 
 
 def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = TIMEOUT_S) -> list:
     """All messages of `topic` once `expected` have arrived (then a short grace period for extras)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
     metadata = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
     messages = []
@@ -73,50 +54,21 @@ def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = TI
     return messages
 
 
-class WebSocketWatcher(threading.Thread):
-    """A real WebSocket client subscribed to one user, collecting the decisions it is sent."""
-
-    def __init__(self, port: int, user_id: str, token: str) -> None:
-        super().__init__(daemon=True)
-        self.url = f"ws://127.0.0.1:{port}/ws"
-        self.user_id = user_id
-        self.token = token
-        self.frames: list[dict] = []
-        self.subscribed = threading.Event()
-        self.stop_at = time.monotonic() + TIMEOUT_S
-
-    def run(self) -> None:
-        asyncio.run(self._watch())
-
-    async def _watch(self) -> None:
-        async with websockets.connect(self.url) as ws:
-            await ws.send(orjson.dumps({"subscribe": self.user_id, "token": self.token}).decode())
-            while time.monotonic() < self.stop_at:
-                try:
-                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
-                except TimeoutError:
-                    continue
-                except websockets.ConnectionClosed:
-                    return
-                if frame["type"] == "subscribed":
-                    self.subscribed.set()
-                elif frame["type"] == "decision":
-                    self.frames.append(frame)
-
-
 def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str, str]) -> None:
     env = running_stack
     config = SimulationConfig(users=40, items=80, seed=3, malformed_ratio=0.05, consent_off_share=0.1)
     events = list(EventGenerator(World(config)).events(1500))
     forgotten_user = next(e.event["user_id"] for e in events if e.valid)
-    forget = retarget([encode_event({"event_id": "forget-1", "user_id": forgotten_user, "type": "forget_user", "ts": 0})], env)
+    forget = retarget([encode_event({"event_id": "forget-1", "user_id": forgotten_user, "type": "forget_user",
+                                     "ts": 0})], env)
     events = retarget(events, env)
     valid = [e for e in events if e.valid]
     malformed = [e for e in events if not e.valid]
     assert len(malformed) > 20 and len(valid) > 1000
     watched_user = next(e.event["user_id"] for e in valid if e.event["user_id"] != forgotten_user)
 
-    watcher = WebSocketWatcher(int(env["PULSE_GATEWAY_PORT"]), watched_user, mint_token(env["PULSE_GATEWAY_SECRET"], watched_user))
+    watcher = WebSocketWatcher(int(env["PULSE_GATEWAY_PORT"]), watched_user,
+                               mint_token(env["PULSE_GATEWAY_SECRET"], watched_user), TIMEOUT_S)
     watcher.start()
     assert watcher.subscribed.wait(10), "gateway did not confirm the subscription"
 
@@ -129,7 +81,8 @@ def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str,
     valid += forget
 
     # Every valid event produced exactly one decision record.
-    decisions = [orjson.loads(m.value()) for m in _read_topic(env["KAFKA_BOOTSTRAP"], env["PULSE_TOPIC_DECISIONS"], len(valid))]
+    decisions = [orjson.loads(m.value())
+                 for m in _read_topic(env["KAFKA_BOOTSTRAP"], env["PULSE_TOPIC_DECISIONS"], len(valid))]
     decided_events = [d["event_id"] for d in decisions]
     assert len(decided_events) == len(set(decided_events)), "an event was decided twice"
     assert set(decided_events) == {e.event["event_id"] for e in valid}
@@ -178,7 +131,7 @@ def test_every_event_gets_one_decision_or_a_dead_letter(running_stack: dict[str,
     while len(watcher.frames) < len(expected) and time.monotonic() < deadline:
         time.sleep(0.1)
     watcher.stop_at = 0
-    received = [f["decision"]["event_id"] for f in watcher.frames if not f.get("latest")]
+    received = [d["event_id"] for d in watcher.live_decisions]
     assert received == expected
     assert {f["decision"]["user_id"] for f in watcher.frames} == {watched_user}
 

@@ -57,8 +57,8 @@ def test_every_decision_is_complete_and_exactly_explained(stream) -> None:
         assert d["action"]["name"] in {"recommend", "retention_offer", "discount", "do_nothing", "escalate_to_agent"}
         assert d["action"]["reason"] and 0 < d["action"]["propensity"] <= 1
         assert 0.0 <= d["confidence"] <= 1.0 and d["segment"] in range(5)
-        assert set(d["model_versions"]) == {"recommender", "churn", "sentiment", "policy", "segments", "rules", "experiment",
-                                          "snapshot"}
+        assert set(d["model_versions"]) == {"recommender", "churn", "sentiment", "policy", "segments", "rules",
+                                            "experiment", "snapshot"}
     assert all(len(d["recommendations"]) == 10 for d in decisions[-1000:] if d["personalized"])
 
 
@@ -93,7 +93,8 @@ def test_negative_chat_escalates_to_a_human(stream) -> None:
     engine, _, _ = stream
     profile = None
     for i, text in enumerate([f"{NEGATIVE[0]}. {NEGATIVE[4]}.", f"{NEGATIVE[2]}. {NEGATIVE[8]}."]):
-        event = {"event_id": f"x{i}", "user_id": "angry", "type": "chat_message", "text": text, "ts": 1_700_000_000_000 + i}
+        event = {"event_id": f"x{i}", "user_id": "angry", "type": "chat_message", "text": text,
+                 "ts": 1_700_000_000_000 + i}
         profile, decision = engine.handle(profile, event, ingest_ms=event["ts"])
     assert decision["sentiment"]["recent"] < -0.5
     assert decision["action"]["name"] == "escalate_to_agent"
@@ -105,7 +106,8 @@ def test_a_hand_over_answers_the_messages_sent_so_far(stream) -> None:
     profile, ts = None, 1_700_000_000_000
     actions = []
     for i, (kind, text) in enumerate([("chat_message", f"{NEGATIVE[0]}. {NEGATIVE[4]}."), ("page_view", None),
-                                      ("click", None), ("chat_message", f"{NEGATIVE[2]}. {NEGATIVE[8]}."), ("page_view", None)]):
+                                      ("click", None), ("chat_message", f"{NEGATIVE[2]}. {NEGATIVE[8]}."),
+                                      ("page_view", None)]):
         event = {"event_id": f"h{i}", "user_id": "upset", "type": kind, "ts": ts + i}
         event.update({"text": text} if text else {"item_id": "item-0001", "category": "cat-00"})
         profile, decision = engine.handle(profile, event, ingest_ms=event["ts"])
@@ -120,7 +122,8 @@ def test_a_hand_over_answers_the_messages_sent_so_far(stream) -> None:
 
 def test_forget_and_consent() -> None:
     engine = PersonalizationEngine()
-    event = {"event_id": "a", "user_id": "u", "type": "page_view", "item_id": "i", "category": "c", "ts": 1_700_000_000_000}
+    event = {"event_id": "a", "user_id": "u", "type": "page_view", "item_id": "i", "category": "c",
+             "ts": 1_700_000_000_000}
     profile, _ = engine.handle(None, event, event["ts"])
     assert profile is not None and profile.n_page_views == 1
     off = {"event_id": "b", "user_id": "u", "type": "consent", "personalization": False, "ts": event["ts"] + 1}

@@ -13,10 +13,12 @@ from pulse.localservers import LocalServer
 from simulator import SimEvent
 
 pytestmark = pytest.mark.e2e
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING pulse\.kafka: dead-lettered \S+: invalid JSON", re.MULTILINE)
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING pulse\.kafka: dead-lettered \S+: invalid JSON",
+                  re.MULTILINE)
 
 
-def test_engine_log_lines_have_time_and_level(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
+def test_engine_log_lines_have_time_and_level(kafka_server: LocalServer, redis_server: LocalServer,
+                                              tmp_path: Path) -> None:
     env = stack_env(kafka_server.port, redis_server.port, tmp_path)
     engine = Engine(env, tmp_path / "engine.log").start()
     try:

@@ -27,7 +27,8 @@ def test_labels_follow_the_protocol() -> None:
               for e in events if e["type"] == "churn_outcome"]
     assert labels == [("cdnow-a", 0, 90, False), ("cdnow-b", 5, 96, True), ("cdnow-a", 90, 181, True)]
     a = [e["type"] for e in events if e["user_id"] == "cdnow-a"]
-    assert a == ["purchase", "churn_outcome", "purchase", "churn_outcome", "purchase"], "labels before same-day purchases"
+    assert a == ["purchase", "churn_outcome", "purchase", "churn_outcome", "purchase"], \
+        "labels before same-day purchases"
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
 
 
@@ -100,4 +101,5 @@ def test_the_harness_replays_a_cdnow_file_through_the_engine(tmp_path: Path, mon
     assert 0.0 <= methods["frequency (purchases, negated)"]["purchase_day_auc_all"][0] <= 1.0
     assert set(summary["pulse_minus"]) == {"frequency (purchases, negated)", "RFM logistic, log scale, at the horizon"}
     report = (out / "report.md").read_text()
-    assert "same-day AUC" in report and "purchase-day AUC" in report and (out / "auc_by_month.png").exists() and (out / "calibration.png").exists()
+    assert "same-day AUC" in report and "purchase-day AUC" in report
+    assert (out / "auc_by_month.png").exists() and (out / "calibration.png").exists()

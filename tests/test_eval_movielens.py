@@ -60,9 +60,11 @@ def test_the_harness_reports_pulse_and_every_baseline_on_the_same_positives(data
                 assert 0.0 <= low <= mean <= high <= 1.0, (name, metric)
         for metric in ("hit", "ndcg", "mrr"):
             ratio = table["pulse_vs_best"][metric]
-            assert ratio["baseline"] in movielens.BASELINES and ratio["ratio"][1] <= ratio["ratio"][0] <= ratio["ratio"][2]
+            low, point, high = ratio["ratio"][1], ratio["ratio"][0], ratio["ratio"][2]
+    assert ratio["baseline"] in movielens.BASELINES and low <= point <= high
     assert summary["consumed_slot_share"][PULSE]["all"] == 0.0, "Pulse never shows a film the user rated"
-    assert summary["subsets"]["all"]["methods"][PULSE]["hit"][0] > summary["subsets"]["all"]["methods"]["random"]["hit"][0]
+    methods = summary["subsets"]["all"]["methods"]
+    assert methods[PULSE]["hit"][0] > methods["random"]["hit"][0]
     assert "| **Pulse** |" in report and "Pulse / best baseline" in report and "last 50%" in report.lower()
     assert (out / "hit_over_stream.png").stat().st_size > 0 and (out / "blend_weights.png").stat().st_size > 0
     assert set(summary["pulse_blend_weights"]) == {"collaborative", "content", "popularity", "neighbours"}

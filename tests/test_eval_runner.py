@@ -64,7 +64,8 @@ def test_explanations_exact_on_every_personalized_decision(small_run) -> None:
     assert result["explanations_checked"] > 1000
     assert set(result["explanation_max_error"]) >= {"churn_sum", "churn_probability", "recommendation_sum"}
     assert max(result["explanation_max_error"].values()) < 1e-9
-    broken = {"churn": {"probability": 0.5, "explanation": {"intercept": 0.0, "contributions": {"a": 1.0}, "score": 1.0}}}
+    broken = {"churn": {"probability": 0.5,
+                        "explanation": {"intercept": 0.0, "contributions": {"a": 1.0}, "score": 1.0}}}
     assert explanation_errors(broken)["churn_probability"] > 0.2
 
 
@@ -114,7 +115,8 @@ def test_reactions_follow_ground_truth() -> None:
     rng = np.random.default_rng(0)
     clicks = {"liked": 0, "disliked": 0}
     for name, items in (("liked", liked), ("disliked", disliked)):
-        decision = {"decision_id": "d", "recommendations": [{"item_id": i} for i in items], "action": {"name": "recommend"}}
+        decision = {"decision_id": "d", "recommendations": [{"item_id": i} for i in items],
+                    "action": {"name": "recommend"}}
         clicks[name] = sum(react(world, user, decision, 0, rng, 0.1).clicked is not None for _ in range(300))
     assert clicks["liked"] > 2 * clicks["disliked"]
     offer = {"recommendations": [], "action": {"name": "retention_offer"}}

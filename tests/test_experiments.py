@@ -54,9 +54,15 @@ def users_in(experiment, arm: str, n: int = 3) -> list[str]:
 
 
 def send(engine: PersonalizationEngine, profiles: dict, user: str, kind: str, ts: int, **fields) -> dict:
+    return send_settling(engine, profiles, user, kind, ts, **fields)[0]
+
+
+def send_settling(engine: PersonalizationEngine, profiles: dict, user: str, kind: str, ts: int,
+                  **fields) -> tuple[dict, list[dict]]:
+    """The decision, and the outcomes the event settled."""
     event = {"event_id": f"{user}-{kind}-{ts}", "user_id": user, "type": kind, "ts": ts, **fields}
-    profiles[user], decision = engine.handle(profiles.get(user), event, ingest_ms=ts)
-    return decision
+    profiles[user], decision, outcomes = engine.handle_with_outcomes(profiles.get(user), event, ingest_ms=ts)
+    return decision, outcomes
 
 
 def test_assignment_follows_the_shares_and_is_a_pure_function_of_salt_and_user() -> None:
@@ -120,13 +126,14 @@ def test_holdout_users_get_the_non_personalized_decision_and_their_outcomes_are_
     assert shown["experiment"] == {"name": "holdout", "arm": "holdout"}
     assert shown["model_versions"] == {"recommender": engine.recommender.version, "policy": "non-personalized",
                                        "experiment": experiment.version}
-    assert decision_audit(shown)["basis"] == "holdout arm 'holdout' of experiment 'holdout'"
+    assert shown["audit"] == decision_audit(shown)
+    assert shown["audit"]["basis"] == "holdout arm 'holdout' of experiment 'holdout'"
     send(engine, profiles, held, "click", T0 + 1000, item_id="i1", category="c", decision_id=shown["decision_id"])
     send(engine, profiles, held, "purchase", T0 + 2000, item_id="i1", category="c", price=12.5,
          decision_id=shown["decision_id"])
     assert profiles[held].n_clicks == 1, "a holdout user's profile still learns"
-    later = send(engine, profiles, held, "page_view", T0 + 120_000, item_id="i2", category="c")
-    outcome = next(o for o in later["attributions"] if o["decision_id"] == shown["decision_id"])
+    _, later = send_settling(engine, profiles, held, "page_view", T0 + 120_000, item_id="i2", category="c")
+    outcome = next(o for o in later if o["decision_id"] == shown["decision_id"])
     assert outcome["experiment"] == {"name": "holdout", "arm": "holdout"}
     assert outcome["reward"] == 1.0 and outcome["revenue"] == 12.5 and outcome["event_type"] == "session_start"
     assert engine.policy.n_rewards == 0, "the policy does not learn from decisions it did not make"
@@ -135,7 +142,7 @@ def test_holdout_users_get_the_non_personalized_decision_and_their_outcomes_are_
     assert personalized["personalized"] is True and personalized["experiment"]["arm"] == "personalized"
     assert personalized["action"]["name"] == "retention_offer"  # churn threshold 0: the rules offer
     assert personalized["model_versions"]["experiment"] == experiment.version
-    settled = send(engine, profiles, treated, "page_view", T0 + 120_000, item_id="i2", category="c")["attributions"]
+    _, settled = send_settling(engine, profiles, treated, "page_view", T0 + 120_000, item_id="i2", category="c")
     assert [o["experiment"]["arm"] for o in settled] == ["personalized"] and engine.policy.n_rewards == 1
 
 
@@ -144,13 +151,13 @@ def test_users_without_consent_and_forgotten_users_are_in_no_experiment() -> Non
     off = send(engine, profiles, "private", "consent", T0, personalization=False)
     view = send(engine, profiles, "private", "page_view", T0 + 1, item_id="i1", category="c")
     assert off["experiment"] is None and view["experiment"] is None and view["personalized"] is False
-    assert decision_audit(view)["basis"] == "no consent to personalization"
+    assert view["audit"] == decision_audit(view) and view["audit"]["basis"] == "no consent to personalization"
     assert profiles["private"].pending.entries == [], "no outcome is ever logged for them"
 
     send(engine, profiles, "leaver", "session_start", T0)
-    forgotten = send(engine, profiles, "leaver", "forget_user", T0 + 1)
+    forgotten, outcomes = send_settling(engine, profiles, "leaver", "forget_user", T0 + 1)
     assert forgotten["experiment"] is None and profiles["leaver"] is None
-    assert "attributions" not in forgotten, "pending decisions are dropped, not logged"
+    assert outcomes == [], "pending decisions are dropped, not logged"
     # The assignment is recomputed from the id, never stored: the engine's state holds nothing per user for it.
     assert b"leaver" not in pickle.dumps(engine.experiments.current())
 

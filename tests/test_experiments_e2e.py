@@ -28,7 +28,7 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from connectors.kafka_io import ensure_topics
 from pulse.config import Settings
@@ -42,11 +42,10 @@ from pulse.localservers import (
 from pulse.simulate import on_configured_topics
 from simulator import KafkaEventSink, encode_event
 from simulator.scenarios import SCENARIOS, ScenarioStream
+from tests.browser import chromium
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OPERATOR = "experiments-operator-token"
 HOLDOUT_SHARE = 0.3
 MISCONFIGURED_SHARE = 0.2
@@ -169,7 +168,8 @@ class LiveUsers:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kafka_server: LocalServer, redis_server: LocalServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("experiments")
     env = isolated_env(
         f"127.0.0.1:{kafka_server.port}", f"redis://127.0.0.1:{redis_server.port}/0", logs / "recovery", "exp",
@@ -215,7 +215,8 @@ def run_until_lift_shows(stack: Stack, settings: Settings) -> dict[str, Any]:
                 stack.check_alive()
                 report = stack.get(stack.env, "/v1/experiments")
                 lift = click_lift(report)
-                if lift is not None and lift["significant"] and lift["relative"]["value"] >= STOP_Z * lift["relative"]["se"]:
+                relative = None if lift is None else lift["relative"]
+                if relative is not None and lift["significant"] and relative["value"] >= STOP_Z * relative["se"]:
                     break
     finally:
         users.close()
@@ -261,7 +262,8 @@ def test_the_api_shows_a_conversion_lift_and_the_holdout_gets_its_share(stack: S
     assert abs(held - HOLDOUT_SHARE) < 0.1
 
     metrics = stack.get(stack.env, "/metrics")
-    assert 'pulse_experiment_lift_significant{arm="personalized",experiment="holdout",metric="click_rate"} 1.0' in metrics
+    labels = 'arm="personalized",experiment="holdout",metric="click_rate"'
+    assert f"pulse_experiment_lift_significant{{{labels}}} 1.0" in metrics
     assert 'pulse_experiment_srm_alarm{experiment="holdout"} 0.0' in metrics
     print(summary)
 
@@ -289,16 +291,8 @@ def test_a_holdout_assigned_off_its_configured_share_sets_off_the_mismatch_alarm
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    user_data = Path(f"/tmp/pulse-chromium-{uuid.uuid4().hex[:8]}")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(user_data), executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1400, "height": 1400})
-        try:
-            yield context
-        finally:
-            context.close()
-    subprocess.run(["rm", "-rf", str(user_data)], check=False)
+    with chromium(height=1400) as context:
+        yield context
 
 
 def test_dashboard_uplift_panel_draws_the_intervals_and_the_alarm(stack: Stack, browser: Browser) -> None:

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 import websockets
-
 from enginestack import ROOT, Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
+
 from pulse.localservers import LocalServer, free_port, start_redis, start_tansu, wait_for_port
 from simulator import EventGenerator, SimulationConfig, World, encode_event
 
@@ -64,17 +64,20 @@ def test_redis_outage_mid_stream_delays_but_loses_nothing(kafka_server: LocalSer
         reader.close()
         own_redis.stop()
     print(f"\n{stalled_at} of {len(valid)} decisions logged while Redis was down; all {len(valid)} after it came back")
-    assert stalled_at <= len(valid & {e.event["event_id"] for e in events[:900]}), "the worker went on during the outage"
+    before_outage = {e.event["event_id"] for e in events[:900]}
+    assert stalled_at <= len(valid & before_outage), "the worker went on during the outage"
     assert "retrying" in engine.log_tail(200_000), "the Redis sink did not report its retries"
 
 
 def test_broker_unavailable_at_start_gives_a_clear_error(redis_server: LocalServer, tmp_path: Path) -> None:
     port = free_port()
     env = dict(os.environ)
-    env.update(KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0", PULSE_STARTUP_RETRY_S="8", PULSE_RECOVERY_DIR=str(tmp_path / "r"),
+    env.update(KAFKA_BOOTSTRAP=f"127.0.0.1:{port}", REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+               PULSE_STARTUP_RETRY_S="8", PULSE_RECOVERY_DIR=str(tmp_path / "r"),
                PYTHONPATH=str(ROOT))
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pulse.cli", "run"], env=env, cwd=ROOT, capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "pulse.cli", "run"], env=env, cwd=ROOT, capture_output=True,
+                            timeout=60)
     elapsed = time.monotonic() - started
     assert result.returncode == 3
     stderr = result.stderr.decode()
@@ -163,7 +166,8 @@ def test_gateway_restart_clients_reconnect_and_get_the_latest_decision(
 
     def gateway() -> subprocess.Popen:
         log = open(tmp_path / "gateway.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "pulse.cli", "gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "pulse.cli", "gateway"], env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
 
     process = gateway()
     client = ReconnectingClient(port, "gw-user")
@@ -177,9 +181,11 @@ def test_gateway_restart_clients_reconnect_and_get_the_latest_decision(
         connections = client.connections
         process = gateway()
         # The client reconnects on its own and is sent the stored latest decision, then live ones again.
-        client.wait_for(lambda f: f.get("latest") and f["decision"]["event_id"] == "gw-1" and client.connections > connections)
+        client.wait_for(lambda f: f.get("latest") and f["decision"]["event_id"] == "gw-1"
+                        and client.connections > connections)
         produce(retarget([encode_event(second)], env), env)
-        client.wait_for(lambda f: f.get("type") == "decision" and not f.get("latest") and f["decision"]["event_id"] == "gw-2")
+        client.wait_for(lambda f: f.get("type") == "decision" and not f.get("latest")
+                        and f["decision"]["event_id"] == "gw-2")
     finally:
         client.running = False
         process.terminate()

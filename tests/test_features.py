@@ -44,8 +44,8 @@ def test_session_ratios_and_spend() -> None:
 def test_without_session_events_visits_are_the_sessions() -> None:
     """Purchases on three days and no session events: per-session ratios count visits, not copies of the counts."""
     day = 86_400_000
-    p = feed(UserFeatures(first_ts=0), *[{"type": "purchase", "ts": d * day, "item_id": "a", "category": "c", "price": 5.0}
-                                         for d in (0, 3, 9)])
+    purchases = [{"type": "purchase", "ts": d * day, "item_id": "a", "category": "c", "price": 5.0} for d in (0, 3, 9)]
+    p = feed(UserFeatures(first_ts=0), *purchases)
     f = p.churn_features()
     assert f["events_per_session"] == 1.0 and f["purchases_per_session"] == 1.0
     assert f["visits_log"] == pytest.approx(math.log(3))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from badinput import NOW_MS, corpus
 from enginestack import Engine, TopicReader, decided_ids, decisions, produce, stack_env
+
 from operators.parse import Accepted, EventParser
 from pulse.localservers import LocalServer
 from simulator import SimEvent

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 import pytest
+from badinput import NOW_MS, VALID, corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from badinput import NOW_MS, VALID, corpus
 from operators.contracts import MAX_DWELL_MS, MAX_ID_CHARS, MAX_PRICE, MAX_TS_MS, MIN_TS_MS
 from operators.engine import PersonalizationEngine
 from operators.features import UserFeatures
@@ -26,7 +26,8 @@ from operators.parse import Accepted, EventParser, Rejected
 MAX_BYTES = 4096
 KINDS = sorted(VALID)
 PARSER = EventParser({kind: kind for kind in KINDS}, MAX_BYTES)
-FIELDS = sorted({name for events in VALID.values() for event in events for name in event} | {"event_id", "user_id", "ts"})
+FIELDS = sorted({name for events in VALID.values() for event in events for name in event}
+                | {"event_id", "user_id", "ts"})
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
@@ -36,7 +37,8 @@ json_values = st.recursive(
     max_leaves=20,
 )
 ids = st.text(min_size=0, max_size=MAX_ID_CHARS + 2) | st.sampled_from(["\u0000", "\ufeff", "\u202e", "\U0001f600"])
-timestamps = st.integers(-(2**63), 2**63 - 1) | st.integers(MIN_TS_MS - 2, MIN_TS_MS + 2) | st.integers(MAX_TS_MS - 2, MAX_TS_MS + 2)
+timestamps = (st.integers(-(2**63), 2**63 - 1) | st.integers(MIN_TS_MS - 2, MIN_TS_MS + 2)
+              | st.integers(MAX_TS_MS - 2, MAX_TS_MS + 2))
 
 
 def _check_outcome(result: Accepted | Rejected, raw: bytes) -> None:
@@ -76,7 +78,8 @@ class EngineProbe:
         orjson.dumps(decision)
         reference = UserFeatures(first_ts=NOW_MS)
         reference.update({"type": "purchase", "ts": NOW_MS, "item_id": "i1", "category": "c1", "price": 10.0})
-        assert math.isfinite(self.engine.churn.predict_proba_one(reference.churn_features())[True]), "churn model corrupted"
+        churn = self.engine.churn.predict_proba_one(reference.churn_features())[True]
+        assert math.isfinite(churn), "churn model corrupted"
 
 
 PROBE = EngineProbe()
@@ -142,20 +145,26 @@ def _valid_events(user_ids: st.SearchStrategy[str]) -> st.SearchStrategy[tuple[s
     base = st.fixed_dictionaries({"event_id": names, "user_id": user_ids, "ts": st.integers(MIN_TS_MS, MAX_TS_MS)})
     item = st.fixed_dictionaries(
         {"item_id": names, "category": names},
-        optional={"price": st.floats(0, MAX_PRICE) | st.integers(0, int(MAX_PRICE)), "dwell_ms": st.integers(0, MAX_DWELL_MS),
+        optional={"price": st.floats(0, MAX_PRICE) | st.integers(0, int(MAX_PRICE)),
+                  "dwell_ms": st.integers(0, MAX_DWELL_MS),
                   "session_id": names, "decision_id": names},
     )
-    clicks = st.tuples(st.just("clickstream"), st.sampled_from(["page_view", "click", "add_to_cart", "session_start", "search"]), item)
+    clicks = st.tuples(st.just("clickstream"),
+                       st.sampled_from(["page_view", "click", "add_to_cart", "session_start", "search"]), item)
     purchases = st.tuples(st.just("clickstream"), st.just("purchase"), item.map(lambda e: {"price": 1.0, **e}))
     chats = st.tuples(st.just("chat"), st.just("chat_message"), st.fixed_dictionaries(
-        {"text": st.text(min_size=1, max_size=300)}, optional={"label": st.sampled_from(["positive", "negative"]), "rating": st.integers(1, 5)}))
-    controls = st.tuples(st.just("control"), st.just("churn_outcome"), st.fixed_dictionaries({"churned": st.booleans()})) | st.tuples(
+        {"text": st.text(min_size=1, max_size=300)},
+        optional={"label": st.sampled_from(["positive", "negative"]), "rating": st.integers(1, 5)}))
+    controls = st.tuples(st.just("control"), st.just("churn_outcome"),
+                         st.fixed_dictionaries({"churned": st.booleans()})) | st.tuples(
         st.just("control"), st.just("consent"), st.fixed_dictionaries({"personalization": st.booleans()}))
-    return st.tuples(base, clicks | purchases | chats | controls).map(lambda pair: (pair[1][0], {**pair[0], "type": pair[1][1], **pair[1][2]}))
+    return st.tuples(base, clicks | purchases | chats | controls).map(
+        lambda pair: (pair[1][0], {**pair[0], "type": pair[1][1], **pair[1][2]}))
 
 
 @PROPERTY
-@given(stream=st.lists(_valid_events(st.sampled_from(["a", "b", "victim"])) | st.binary(max_size=300), min_size=1, max_size=40))
+@given(stream=st.lists(_valid_events(st.sampled_from(["a", "b", "victim"])) | st.binary(max_size=300), min_size=1,
+                       max_size=40))
 def test_event_sequences_never_crash_the_engine_or_corrupt_state(stream: list, cases_tried: Counter) -> None:
     cases_tried["engine: event sequences"] += 1
     cases_tried["engine: events in sequences"] += len(stream)

@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 import uuid
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import orjson
 import pytest
@@ -377,7 +377,8 @@ def test_subscriptions_need_a_valid_token_for_that_user(redis_server: LocalServe
         async with running(settings) as (gateway, engine), connect(url(gateway)) as ws:
             for bad_token, reason in ((None, "missing token"), (forged, "bad token signature"),
                                       (expired, "token expired"), (token("mallory"), "token for another user"),
-                                      ("v1.garbage", "malformed token"), (token("alice")[:-3] + "AAA", "bad token signature")):
+                                      ("v1.garbage", "malformed token"),
+                                      (token("alice")[:-3] + "AAA", "bad token signature")):
                 message = {"subscribe": "alice"} | ({} if bad_token is None else {"token": bad_token})
                 await ws.send(orjson.dumps(message).decode())
                 reply = await recv(ws)
@@ -444,7 +445,8 @@ def test_auth_can_only_be_disabled_explicitly_without_a_secret(redis_server: Loc
     ("gateway", {"PULSE_GATEWAY_SECRET": SECRET, "REDIS_URL": "redis://127.0.0.1:{free}/0"}, 3, "Redis at redis://"),
     ("run", {"REDIS_URL": "redis://127.0.0.1:{free}/0"}, 3, "Is redis-server running?"),
     ("gateway", {"PULSE_GATEWAY_SECRET": SECRET, "REDIS_URL": "http://nope"}, 2, "not a valid Redis URL"),
-    ("gateway", {"PULSE_GATEWAY_SECRET": "", "REDIS_URL": "redis://127.0.0.1:{redis}/0"}, 2, "set PULSE_GATEWAY_SECRET"),
+    ("gateway", {"PULSE_GATEWAY_SECRET": "", "REDIS_URL": "redis://127.0.0.1:{redis}/0"}, 2,
+     "set PULSE_GATEWAY_SECRET"),
     ("gateway", {"PULSE_GATEWAY_SECRET": SECRET, "PULSE_GATEWAY_INSECURE": "1"}, 2, "only allowed while"),
     ("gateway", {"PULSE_HTTP_PORT": "99999"}, 2, "PULSE_HTTP_PORT must be a port number"),
 ])
@@ -466,7 +468,8 @@ def test_an_oversize_message_closes_with_1009_and_is_counted(redis_server: Local
                 await recv(ws)
             assert closed.value.rcvd.code == 1009
             metrics = gateway.metrics.registry
-            await wait_until(lambda: metrics.get_sample_value("pulse_ws_refused_total", {"reason": "message_too_big"}) == 1)
+            await wait_until(lambda: metrics.get_sample_value("pulse_ws_refused_total",
+                                                              {"reason": "message_too_big"}) == 1)
 
     asyncio.run(scenario())
 

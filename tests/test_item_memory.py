@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,12 +50,18 @@ def test_recent_items_are_bounded_and_distinct() -> None:
     assert keys[-1] == item_key(f"i{(3 * RECENT_ITEMS - 1) % (2 * RECENT_ITEMS)}")
 
 
-def test_never_recommend_what_the_user_bought_past_one_hundred_purchases(tmp_path) -> None:
+def engine_excluding(tmp_path: Path, rule: str, top_k: int, n_items: int) -> PersonalizationEngine:
+    """An engine whose rules file turns on the exclusion `rule`, with items i0, i1, ... of category c."""
     rules = tmp_path / "rules.toml"
-    rules.write_text("[exclude]\npurchased = true\n")
-    engine = PersonalizationEngine(EngineConfig(top_k=50, rules_file=str(rules)))
-    for i in range(200):
+    rules.write_text(f"[exclude]\n{rule} = true\n")
+    engine = PersonalizationEngine(EngineConfig(top_k=top_k, rules_file=str(rules)))
+    for i in range(n_items):
         engine.apply_item({"event_id": f"up{i}", "type": "item_upsert", "item_id": f"i{i}", "category": "c", "ts": T0})
+    return engine
+
+
+def test_never_recommend_what_the_user_bought_past_one_hundred_purchases(tmp_path) -> None:
+    engine = engine_excluding(tmp_path, "purchased", top_k=50, n_items=200)
     profile = None
     bought: set[str] = set()
     for i in range(150):  # the user buys the 150 most popular items, the oldest purchase first
@@ -71,11 +78,7 @@ def test_never_recommend_what_the_user_bought_past_one_hundred_purchases(tmp_pat
 
 
 def test_consumed_rule_excludes_everything_the_user_interacted_with(tmp_path) -> None:
-    rules = tmp_path / "rules.toml"
-    rules.write_text("[exclude]\nconsumed = true\n")
-    engine = PersonalizationEngine(EngineConfig(top_k=5, rules_file=str(rules)))
-    for i in range(8):
-        engine.apply_item({"event_id": f"up{i}", "type": "item_upsert", "item_id": f"i{i}", "category": "c", "ts": T0})
+    engine = engine_excluding(tmp_path, "consumed", top_k=5, n_items=8)
     profile, decision = None, {}
     for i, kind in enumerate(["page_view", "click", "add_to_cart", "purchase"]):
         event = {"event_id": f"e{i}", "user_id": "u", "type": kind, "item_id": f"i{i}", "ts": T0 + i}

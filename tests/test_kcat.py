@@ -46,7 +46,8 @@ def test_kcat_produces_and_consumes_with_the_wheels_librdkafka(kafka_server: Loc
     assert sorted(consumed.stdout.split()) == sorted(lines)
 
 
-@pytest.mark.skipif(KCAT is not None and system_librdkafka() >= (2, 2), reason="the system's librdkafka reads tagged fields")
+@pytest.mark.skipif(KCAT is not None and system_librdkafka() >= (2, 2),
+                    reason="the system's librdkafka reads tagged fields")
 def test_kcat_with_debians_librdkafka_cannot_read_the_brokers_api_versions(kafka_server: LocalServer) -> None:
     failed = kcat(kafka_server, "-L", libraries=False)
     assert failed.returncode != 0 and b"ApiVersionRequest failed: Local: Read underflow" in failed.stderr

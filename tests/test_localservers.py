@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from processes import alive, survivors_after
+
 from pulse.localservers import PROJECT_ROOT
 
 STARTER = """

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from operators.engine import PersonalizationEngine
-from operators.contracts import TOPIC_KIND_OF_TYPE
 from connectors.gateway_metrics import GatewayMetrics
+from operators.contracts import TOPIC_KIND_OF_TYPE
+from operators.engine import PersonalizationEngine
 from operators.metrics import ChurnQuality, EngineMetrics, RollingShare, reason_class
 from operators.parse import EventParser
 
@@ -74,7 +74,8 @@ def test_engine_metrics_follow_a_real_engine() -> None:
     top = first["recommendations"][0]["item_id"]
     handle({"event_id": "e2", "user_id": "u", "type": "click", "ts": TS + 1, "item_id": top, "category": "c"})
     handle({"event_id": "e3", "user_id": "u", "type": "click", "ts": TS + 2, "item_id": "not-recommended"})
-    handle({"event_id": "e4", "user_id": "u", "type": "chat_message", "ts": TS + 3, "text": "awful", "label": "negative"})
+    handle({"event_id": "e4", "user_id": "u", "type": "chat_message", "ts": TS + 3, "text": "awful",
+            "label": "negative"})
     handle({"event_id": "e5", "user_id": "u", "type": "churn_outcome", "ts": TS + 4, "churned": True})
     handle({"event_id": "e6", "user_id": "u", "type": "churn_outcome", "ts": TS + 5, "churned": False})
 

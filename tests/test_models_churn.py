@@ -22,7 +22,8 @@ def _stream(n: int, seed: int = 1):
             "dwell_seconds": rng.gauss(60.0, 20.0),
         }
         x.update({f"noise_{i}": rng.gauss(0.0, 1.0) for i in range(8)})
-        logit = 1.2 * (x["recency_hours_log"] - 3.0) - 0.25 * (x["sessions_7d"] - 10.0) - 0.02 * (x["dwell_seconds"] - 60.0)
+        logit = (1.2 * (x["recency_hours_log"] - 3.0) - 0.25 * (x["sessions_7d"] - 10.0)
+                 - 0.02 * (x["dwell_seconds"] - 60.0))
         yield x, rng.random() < _sigmoid(logit)
 
 
@@ -114,8 +115,9 @@ def test_same_stream_same_model():
     assert a.predict_proba_one(probe) == b.predict_proba_one(probe)
 
 
-@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}, {"optimizer": "adam"}, {"intercept_lr": -1.0},
-                                    {"frequency_prior": -1.0}, {"frequency_prior": math.inf}])
+@pytest.mark.parametrize("kwargs", [{"learning_rate": 0.0}, {"l2": -1.0}, {"optimizer": "adam"},
+                                    {"intercept_lr": -1.0}, {"frequency_prior": -1.0},
+                                    {"frequency_prior": math.inf}])
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):
         ChurnClassifier(**kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from online_models import ChurnClassifier
 from online_models.drift import DriftAdaptive, DriftDetector
 

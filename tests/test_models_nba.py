@@ -44,7 +44,8 @@ def test_to_dict():
     }
 
 
-@pytest.mark.parametrize("churn, sentiment", [(1.2, None), (-0.1, 0.0), (float("nan"), None), (0.5, 1.5), (0.5, float("nan"))])
+@pytest.mark.parametrize("churn, sentiment",
+                         [(1.2, None), (-0.1, 0.0), (float("nan"), None), (0.5, 1.5), (0.5, float("nan"))])
 def test_out_of_range_inputs_are_rejected(policy, churn, sentiment):
     with pytest.raises(ValueError):
         policy.decide(churn, sentiment)

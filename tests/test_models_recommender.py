@@ -86,7 +86,7 @@ def _brute_force(rec: HybridRecommender, user, affinity, now, exclude=()):
     top = max(decayed.values())
     max_strength = 5.0
     rows = []
-    for position, item in enumerate(items):
+    for item in items:
         cf = 0.0
         if user in mf.u_latents:
             latent = mf.i_latents.get(item)
@@ -284,7 +284,8 @@ def test_bad_strength_is_rejected(strength):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_factors": 0}, {"cf_weight": -1.0}, {"popularity_half_life_s": 0.0}, {"negative_samples": -1}, {"learning_rate": 0.0}],
+    [{"n_factors": 0}, {"cf_weight": -1.0}, {"popularity_half_life_s": 0.0}, {"negative_samples": -1},
+     {"learning_rate": 0.0}],
 )
 def test_bad_hyperparameters_are_rejected(kwargs):
     with pytest.raises(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from online_models.selection import ModelSelector

@@ -11,13 +11,15 @@ from online_models.text import features, tokenize
 
 POSITIVE = ["great", "love", "excellent", "amazing", "happy", "perfect", "wonderful", "fantastic", "helpful", "fast"]
 NEGATIVE = ["terrible", "hate", "awful", "broken", "angry", "useless", "horrible", "slow", "refund", "worst"]
-NEUTRAL = ["the", "order", "delivery", "app", "support", "my", "was", "is", "this", "product", "today", "service", "and"]
+NEUTRAL = ["the", "order", "delivery", "app", "support", "my", "was", "is", "this", "product", "today", "service",
+           "and"]
 
 # Ukrainian and Polish shop chat: none of these words is in VADER's (English) lexicon (checked below).
 LANGUAGES = {
     "uk": {"positive": ["чудово", "дякую", "швидко", "задоволений", "рекомендую", "відмінний", "зручно", "приємно"],
            "negative": ["жахливо", "зламаний", "повільно", "розчарований", "погано", "повернення", "гірший", "обман"],
-           "neutral": ["замовлення", "доставка", "товар", "сьогодні", "мій", "був", "це", "підтримка", "ваш", "магазин"]},
+           "neutral": ["замовлення", "доставка", "товар", "сьогодні", "мій", "був", "це", "підтримка", "ваш",
+                       "магазин"]},
     "pl": {"positive": ["świetnie", "dziękuję", "szybko", "zadowolony", "polecam", "doskonały", "wygodnie", "miło"],
            "negative": ["okropnie", "zepsuty", "wolno", "rozczarowany", "źle", "zwrot", "najgorszy", "oszustwo"],
            "neutral": ["zamówienie", "dostawa", "produkt", "dzisiaj", "mój", "był", "to", "obsługa", "wasz", "sklep"]},
@@ -159,7 +161,8 @@ def test_a_restored_snapshot_predicts_the_same(trained):
     restored = pickle.loads(pickle.dumps(trained))
     copy = pickle.loads(pickle.dumps(trained))
     data = _labelled(50, seed=9)
-    assert [restored.predict_proba_one(text) for text, _ in data] == [trained.predict_proba_one(text) for text, _ in data]
+    texts = [text for text, _ in data]
+    assert [restored.predict_proba_one(text) for text in texts] == [trained.predict_proba_one(text) for text in texts]
     for text, label in data:
         restored.learn_one(text, label)
         copy.learn_one(text, label)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from enginestack import Engine, TopicReader, decided_ids, decisions, produce, retarget, stack_env
 from redis_scan import holding, redis_contents
+
 from connectors.user_factor_store import UserFactorStore
 from operators.privacy import pseudonymize
 from pulse.localservers import LocalServer
@@ -88,7 +88,8 @@ def _wait(condition, timeout_s: float = 20.0) -> None:
         time.sleep(0.3)
 
 
-def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
+def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_server: LocalServer,
+                                             tmp_path: Path) -> None:
     # Redis keeps all of each user's decisions here (topics are not ordered: a chat message may be decided first).
     env = stack_env(kafka_server.port, redis_server.port, tmp_path, PULSE_PSEUDONYMIZE_KEY=KEY,
                     PULSE_EXPLANATIONS_PER_USER="10")
@@ -98,7 +99,8 @@ def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_se
     consent_off = _events(PRIVATE, ["consent"], now)
     private = _events(PRIVATE, ["page_view", "click", "chat_message"], now + 10)
     private = [{**e, "event_id": f"alice-later-{i}"} for i, e in enumerate(private)]
-    forgotten = _events(FORGOTTEN, ["session_start", "page_view", "chat_message", "click", "add_to_cart", "page_view"], now)
+    forgotten = _events(FORGOTTEN, ["session_start", "page_view", "chat_message", "click", "add_to_cart", "page_view"],
+                        now)
     withdrawn = _events(WITHDRAWN, ["session_start", "page_view", "chat_message", "click"], now)
     withdraw = {"event_id": "withdraw-dave", "user_id": WITHDRAWN, "type": "consent", "personalization": False,
                 "ts": now + 100}
@@ -158,7 +160,8 @@ def test_consent_forget_pseudonyms_and_audit(kafka_server: LocalServer, redis_se
     for event in consent_off + private:
         decision = by_event[event["event_id"]]
         assert decision["personalized"] is False and decision["features"] == {} and decision["churn"] is None
-        assert decision["audit"]["personal_data"] is False and decision["audit"]["basis"] == "no consent to personalization"
+        audit = decision["audit"]
+        assert audit["personal_data"] is False and audit["basis"] == "no consent to personalization"
 
     # forget_user: an erasure decision, audited as such.
     assert by_event["forget-bob"]["forgotten"] is True

@@ -16,11 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from enginestack import Engine, TopicReader, decided_ids, decisions, duplicates, produce, retarget, stack_env
 
 from operators.features import INTERACTION_STRENGTH
 from pulse.localservers import LocalServer
 from simulator import EventGenerator, SimulationConfig, World, encode_event
-from enginestack import Engine, TopicReader, decided_ids, decisions, duplicates, produce, retarget, stack_env
 
 pytestmark = pytest.mark.e2e
 RATE = 400.0
@@ -33,12 +33,14 @@ def _learned(version: str) -> int:
     return int(match.group(1))
 
 
-def test_kill_9_mid_stream_then_restart_loses_nothing(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> None:
+def test_kill_9_mid_stream_then_restart_loses_nothing(kafka_server: LocalServer, redis_server: LocalServer,
+                                                      tmp_path: Path) -> None:
     env = stack_env(kafka_server.port, redis_server.port, tmp_path)
     config = SimulationConfig(users=30, items=60, seed=11, malformed_ratio=0.02)
     events = retarget(EventGenerator(World(config)).events(3000), env)
     valid = [e.event for e in events if e.valid]
-    warmup = retarget([encode_event({"event_id": "warmup", "user_id": "warmup", "type": "page_view", "ts": valid[0]["ts"]})], env)
+    warmup = retarget([encode_event({"event_id": "warmup", "user_id": "warmup", "type": "page_view",
+                                     "ts": valid[0]["ts"]})], env)
     engine = Engine(env, tmp_path / "engine.log").start()
     reader = TopicReader(env["KAFKA_BOOTSTRAP"], env["PULSE_TOPIC_DECISIONS"])
     sender = threading.Thread(target=produce, args=(events, env, RATE))

@@ -61,7 +61,8 @@ def test_forget_user_rewrites_the_checkpoint_at_once(tmp_path: Path) -> None:
     logic = build(None)
     logic.on_batch([_event(1, "gone"), _event(2, "gone")])
     logic.snapshot()
-    out, discard = logic.on_batch([Accepted({"event_id": "f", "user_id": "gone", "type": "forget_user", "ts": NOW}, NOW)])
+    forget = {"event_id": "f", "user_id": "gone", "type": "forget_user", "ts": NOW}
+    out, discard = logic.on_batch([Accepted(forget, NOW)])
     assert discard is True
     fresh = PersonalizationEngine()
     ModelCheckpoint(fresh, path).restore()
@@ -69,10 +70,12 @@ def test_forget_user_rewrites_the_checkpoint_at_once(tmp_path: Path) -> None:
 
 
 def test_recovery_args_default_directory_and_passthrough(tmp_path: Path) -> None:
-    assert recovery_args(["-w", "2"], {}, tmp_path / "rec", 5, 30) == ["-r", str(tmp_path / "rec"), "-s", "5", "-b", "30"]
+    default = ["-r", str(tmp_path / "rec"), "-s", "5", "-b", "30"]
+    assert recovery_args(["-w", "2"], {}, tmp_path / "rec", 5, 30) == default
     assert (tmp_path / "rec" / "part-0.sqlite3").exists()
     assert recovery_args(["-r", str(tmp_path / "x"), "-s", "9", "-b", "60"], {}, tmp_path / "rec", 5, 30) == []
-    assert recovery_args([], {"BYTEWAX_RECOVERY_DIRECTORY": str(tmp_path / "y")}, tmp_path / "rec", 5, 30) == ["-s", "5", "-b", "30"]
+    from_env = {"BYTEWAX_RECOVERY_DIRECTORY": str(tmp_path / "y")}
+    assert recovery_args([], from_env, tmp_path / "rec", 5, 30) == ["-s", "5", "-b", "30"]
     assert (tmp_path / "y" / "part-0.sqlite3").exists()
     assert recovery_options(["-i", "1", "-a", "h:1;h:2"], {}) == (None, 1)
     assert recovery_options([], {"BYTEWAX_PROCESS_ID": "2", "BYTEWAX_RECOVERY_DIRECTORY": "/d"}) == (Path("/d"), 2)

@@ -16,7 +16,8 @@ from pulse.localservers import LocalServer, start_redis
 
 
 def settings_for(port: int) -> Settings:
-    return Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "PULSE_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+    return Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                              "PULSE_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}",
                               "PULSE_DECISION_TTL_S": "600"})
 
 
@@ -33,7 +34,8 @@ def test_a_decision_is_one_script_call() -> None:
     index, channel = settings.explanation_key("").encode(), settings.decision_channel("ann").encode()
     assert writer.encode([DecisionOut("ann", "d-1", payload, False)]) == (
         resp_command(b"EVAL", STORE, b"3", *keys, payload, b"600", b"5", b"d-1", index, b"ann", channel), 1)
-    assert writer.encode([DecisionOut("ann", "d-2", payload, True), DecisionOut("ann", "d-3", payload, False, False)]) == (
+    erasures = [DecisionOut("ann", "d-2", payload, True), DecisionOut("ann", "d-3", payload, False, False)]
+    assert writer.encode(erasures) == (
         resp_command(b"EVAL", ERASE, b"3", *keys, payload, index, channel) * 2, 2)
     writer.close()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from online_models.recommender import RankedItems, Recommendation
 from online_models.item_keys import item_key
+from online_models.recommender import RankedItems, Recommendation
 from operators.history import InteractionHistory
 from operators.item_memory import ItemMemory
-from operators.rules import RuleSet, RulesError, RulesFile
+from operators.rules import RulesError, RuleSet, RulesFile
 
 HOUR = 3_600_000
 
@@ -48,7 +48,8 @@ def test_parse_every_section() -> None:
     assert category_filter.allowed == {"gift": 0.0} and category_filter.default_allowed == 1.0
 
 
-@pytest.mark.parametrize("text", ["[exclude", "[diversity]\nmax_per_category = 'x'", "[offers]\nretention_cooldown_hours = -1"])
+@pytest.mark.parametrize("text",
+                         ["[exclude", "[diversity]\nmax_per_category = 'x'", "[offers]\nretention_cooldown_hours = -1"])
 def test_invalid_rules_are_rejected(text: str) -> None:
     with pytest.raises(RulesError):
         RuleSet.from_toml(text, version="bad")
@@ -65,13 +66,15 @@ def test_exclusions_name_their_reason() -> None:
     keys, reason = rules.excluded_keys(memory)
     assert keys.tolist() == [item_key("bought")] and reason == "already purchased"
     keys, reason = RuleSet(exclude_purchased=True, exclude_consumed=True).excluded_keys(memory)
-    assert sorted(keys.tolist()) == sorted([item_key("bought"), item_key("old")]) and reason == "already viewed or bought"
+    assert sorted(keys.tolist()) == sorted([item_key("bought"), item_key("old")])
+    assert reason == "already viewed or bought"
     assert RuleSet().exclusions(history, now_ms=0) == {} and RuleSet().excluded_keys(memory) == (None, "")
     assert RuleSet.from_toml("[exclude]\nconsumed = true\n", "v").exclude_consumed
 
 
 def test_pins_first_then_diversity_cap() -> None:
-    ranked = RankedItems.of([rec("a1", "a", 9), rec("a2", "a", 8), rec("a3", "a", 7), rec("b1", "b", 6), rec("p", "c", 5)])
+    ranked = RankedItems.of([rec("a1", "a", 9), rec("a2", "a", 8), rec("a3", "a", 7), rec("b1", "b", 6),
+                             rec("p", "c", 5)])
     chosen, applied = RuleSet(max_per_category=2).finalize(ranked, pinned=[rec("p", "c", 5)], k=4)
     assert [r["item_id"] for r in chosen] == ["p", "a1", "a2", "b1"]
     assert applied == [

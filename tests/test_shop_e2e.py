@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -42,17 +42,24 @@ class Shop:
             self.producer.produce(self.env["PULSE_TOPIC_ITEMS"], orjson.dumps(event), key=event["item_id"].encode())
         self.producer.flush(10)
 
-    def send(self, user: str, kind: str, **fields) -> dict:
-        """Send one user event and wait for its decision."""
+    def produce(self, user: str, kind: str, **fields) -> str:
+        """Send one user event; return its id."""
         event_id = f"{user}-{uuid.uuid4().hex[:6]}"
         event = {"event_id": event_id, "user_id": user, "type": kind, "ts": int(time.time() * 1000), **fields}
         produce(retarget([encode_event(event)], self.env), self.env)
-        found = self.decisions.until(lambda ms: any(d["event_id"] == event_id for d in decisions(ms)), 30, self.engine.alive)
+        return event_id
+
+    def send(self, user: str, kind: str, **fields) -> dict:
+        """Send one user event and wait for its decision (a user's events are decided in order: the decision
+        also means every earlier event of the user was)."""
+        event_id = self.produce(user, kind, **fields)
+        found = self.decisions.until(lambda ms: any(d["event_id"] == event_id for d in decisions(ms)), 30,
+                                     self.engine.alive, grace_s=0)
         return next(d for d in decisions(found) if d["event_id"] == event_id)
 
     def outcome_of(self, decision_id: str) -> dict:
         found = self.outcomes.until(lambda ms: any(orjson.loads(m.value())["decision_id"] == decision_id for m in ms),
-                                    30, self.engine.alive)
+                                    30, self.engine.alive, grace_s=0)
         return next(o for o in map(lambda m: orjson.loads(m.value()), found) if o["decision_id"] == decision_id)
 
 
@@ -87,7 +94,7 @@ def test_catalog_rules_attribution_and_expiry(shop: Shop, tmp_path: Path) -> Non
         assert time.monotonic() < deadline, "catalog records never reached Redis"
         time.sleep(0.2)
     assert orjson.loads(shop.redis.get(f"{prefix}:item:shoes-3"))["price"] == 13.0
-    dead = shop.dead.until(lambda ms: len(ms) >= 1, 30)
+    dead = shop.dead.until(lambda ms: len(ms) >= 1, 30, grace_s=0)
     assert dict(dead[0].headers())["pulse-error"] == b"missing field 'category'"
 
     # Rules: hats denied, at most 2 per category; every applied rule is in the explanation.
@@ -141,13 +148,13 @@ def pulse(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def test_model_snapshot_and_rollback_without_stopping(shop: Shop) -> None:
     for i in range(5):
-        shop.send("cat", "page_view", item_id=f"item-{i}", category="shoes")
+        shop.produce("cat", "page_view", item_id=f"item-{i}", category="shoes")
     before = shop.send("cat", "session_start")
     saved = pulse(shop.env, "models", "snapshot", "--name", "before")
     assert saved.returncode == 0, saved.stderr
     assert "process 0: snapshot before ok" in saved.stdout
     for i in range(5):
-        shop.send("cat", "page_view", item_id=f"item-{i}", category="shoes")
+        shop.produce("cat", "page_view", item_id=f"item-{i}", category="shoes")
     grown = shop.send("cat", "session_start")
     n_before = int(before["model_versions"]["recommender"].split("@")[1].split("/")[0])  # reco-hybrid@N/blend@M
     assert int(grown["model_versions"]["recommender"].split("@")[1].split("/")[0]) == n_before + 5

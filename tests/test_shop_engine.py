@@ -19,16 +19,18 @@ class Shopper:
 
     def __init__(self, engine: PersonalizationEngine, user_id: str = "u1") -> None:
         self.engine, self.user_id, self.profile, self.n = engine, user_id, None, 0
+        self.settled: list[dict] = []  # the outcomes the latest event settled
 
     def send(self, kind: str, ts: int, **fields) -> dict:
         self.n += 1
         event = {"event_id": f"{self.user_id}-{self.n}", "user_id": self.user_id, "type": kind, "ts": ts, **fields}
-        self.profile, decision = self.engine.handle(self.profile, event, ingest_ms=ts)
+        self.profile, decision, self.settled = self.engine.handle_with_outcomes(self.profile, event, ingest_ms=ts)
         return decision
 
 
 def item(item_id: str, category: str, ts: int = T0, **fields) -> dict:
-    return {"event_id": f"up-{item_id}-{ts}", "type": "item_upsert", "item_id": item_id, "category": category, "ts": ts, **fields}
+    return {"event_id": f"up-{item_id}-{ts}", "type": "item_upsert", "item_id": item_id, "category": category,
+            "ts": ts, **fields}
 
 
 def ids(decision: dict) -> list[str]:
@@ -110,7 +112,7 @@ def test_outcomes_join_decisions_and_feed_rewards(shop: PersonalizationEngine) -
     shown = user.send("page_view", T0, item_id="shoe-1", category="shoes")
     user.send("click", T0 + 1_000, item_id=ids(shown)[0], category="shoes", decision_id=shown["decision_id"])
     later = user.send("session_start", T0 + 120_000)  # closes the 60 s windows
-    joined = {a["decision_id"]: a for a in later["attributions"]}
+    joined = {a["decision_id"]: a for a in user.settled}
     assert joined[shown["decision_id"]]["reward"] == 0.3
     assert joined[shown["decision_id"]]["joined_by"] == "decision_id"
     click_decision = f"d-{user.user_id}-2"

@@ -197,12 +197,18 @@ def test_churned_users_stop_and_new_users_appear(stream: tuple[World, list[SimEv
     assert all(int(u.split("-")[1]) > world.config.users for u in newcomers)
 
 
-def test_page_views_follow_category_preferences(stream: tuple[World, list[SimEvent]]) -> None:
-    world, events = stream
+def page_views(events: list[SimEvent], field: str) -> dict[str, Counter[str]]:
+    """Per user, how often each value of `field` (category, item_id) was viewed."""
     views: dict[str, Counter[str]] = defaultdict(Counter)
     for e in events:
         if e.event["type"] == "page_view":
-            views[e.event["user_id"]][e.event["category"]] += 1
+            views[e.event["user_id"]][e.event[field]] += 1
+    return views
+
+
+def test_page_views_follow_category_preferences(stream: tuple[World, list[SimEvent]]) -> None:
+    world, events = stream
+    views = page_views(events, "category")
     checked = 0
     for user_id, counts in views.items():
         user = world.user_by_id[user_id]
@@ -251,10 +257,7 @@ def test_world_ground_truth_is_sane() -> None:
 
 def test_favourite_items_are_viewed_often(stream: tuple[World, list[SimEvent]]) -> None:
     world, events = stream
-    views: dict[str, Counter[str]] = defaultdict(Counter)
-    for e in events:
-        if e.event["type"] == "page_view":
-            views[e.event["user_id"]][e.event["item_id"]] += 1
+    views = page_views(events, "item_id")
     shares = [sum(c[f] for f in world.user_by_id[u].favourite_items) / sum(c.values())
               for u, c in views.items() if sum(c.values()) >= 40]
     assert len(shares) >= 20 and np.mean(shares) > 0.25

@@ -116,7 +116,8 @@ def test_kafka_sink_delivers_keyed_events(kafka_server) -> None:
 
 
 def test_kafka_sink_counts_undeliverable_events() -> None:
-    sink = KafkaEventSink(f"127.0.0.1:{free_port()}", config={"message.timeout.ms": 500}, flush_timeout_s=10)  # no broker
+    # no broker
+    sink = KafkaEventSink(f"127.0.0.1:{free_port()}", config={"message.timeout.ms": 500}, flush_timeout_s=10)
     sink.send(next(iter(generator().events(1))))
     sink.close()  # returns once the event has timed out
     assert sink.delivery_errors == 1

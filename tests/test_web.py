@@ -6,6 +6,7 @@ and the gateway as subprocesses, and a background simulator producing events at 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -14,12 +15,12 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from connectors.auth import mint_token
 from connectors.kafka_io import ensure_topics
@@ -28,12 +29,10 @@ from pulse.config import Settings
 from pulse.localservers import LocalServer, free_port, isolated_env, stop_processes, wait_for_port
 from pulse.simulate import on_configured_topics
 from simulator import EventGenerator, KafkaEventSink, SimEvent, SimulationConfig, World, send_events
+from tests.browser import chromium
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OPERATOR = "web-operator-token"
 
 
@@ -64,7 +63,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(kafka_server: LocalServer, redis_server: LocalServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Engine + gateway subprocesses, fed by a simulator thread at ~150 events/s until the module ends."""
     metrics_port = free_port()
     logs = tmp_path_factory.mktemp("web")
@@ -113,16 +113,8 @@ def _take(events: Iterator[SimEvent], n: int) -> list[SimEvent]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    user_data = Path(f"/tmp/pulse-chromium-{uuid.uuid4().hex[:8]}")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(user_data), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1400, "height": 1000})
-        try:
-            yield context
-        finally:
-            context.close()
-    subprocess.run(["rm", "-rf", str(user_data)], check=False)
+    with chromium(height=1000) as context:
+        yield context
 
 
 def _scrape(url: str) -> str:
@@ -202,7 +194,8 @@ def test_dashboard_shows_live_charts_feed_and_explanations(stack: Stack, browser
         assert page.locator("#dead-letters tr").count() >= 1 and "none yet" not in page.text_content("#dead-letters")
 
         # Click a personalized decision made on a chat message: churn, word and recommendation bar charts.
-        page.wait_for_function("[...document.querySelectorAll('#feed li')].some(li => li.textContent.includes('chat_message'))",
+        page.wait_for_function("[...document.querySelectorAll('#feed li')].some(li => "
+                               "li.textContent.includes('chat_message'))",
                                timeout=30_000)
         page.locator("#feed li", has_text="chat_message").first.click()
         page.wait_for_selector("#explanation .explanation-section", timeout=10_000)
@@ -221,13 +214,22 @@ def test_dashboard_shows_live_charts_feed_and_explanations(stack: Stack, browser
         page.close()
 
 
-def test_shop_page_live_recommendations_clicks_and_reconnect(stack: Stack, browser: Browser) -> None:
+@contextlib.contextmanager
+def shop_page(stack: Stack, browser: Browser) -> Iterator[tuple[str, Page]]:
+    """(a new user, the shop page opened for them) once the page is live: loading it posts a page_view, whose
+    decision arrives over the WebSocket."""
     user = f"shopper-{uuid.uuid4().hex[:6]}"
     page = browser.new_page()
     try:
         page.goto(f"{stack.http}/shop.html?user_id={user}&token={stack.token(user)}")
-        # Loading the page posts a page_view; its decision arrives over the WebSocket.
         page.wait_for_function("Number(document.body.dataset.decisions || 0) >= 1", timeout=30_000)
+        yield user, page
+    finally:
+        page.close()
+
+
+def test_shop_page_live_recommendations_clicks_and_reconnect(stack: Stack, browser: Browser) -> None:
+    with shop_page(stack, browser) as (user, page):
         assert page.get_attribute("#status", "data-state") == "connected"
         assert page.locator("#recommendations .item").count() >= 1
         first_item = page.get_attribute("#recommendations .item", "data-item-id")
@@ -240,7 +242,8 @@ def test_shop_page_live_recommendations_clicks_and_reconnect(stack: Stack, brows
             import orjson
 
             latest = orjson.loads(response.read())
-        assert latest["event_type"] == "click" and latest["decision_id"] == page.get_attribute("body", "data-last-decision")
+        assert latest["event_type"] == "click"
+        assert latest["decision_id"] == page.get_attribute("body", "data-last-decision")
         assert first_item  # the clicked item came from the rendered recommendations
 
         # The gateway restarts: the client reconnects with backoff and receives the next decision.
@@ -254,8 +257,6 @@ def test_shop_page_live_recommendations_clicks_and_reconnect(stack: Stack, brows
                        "ts": int(time.time() * 1000), "text": "terrible, late again, very disappointed"})
         producer.close()
         page.wait_for_function(f"Number(document.body.dataset.decisions) > {seen}", timeout=30_000)
-    finally:
-        page.close()
 
 
 def _background(locator) -> str:
@@ -265,7 +266,8 @@ def _background(locator) -> str:
 def test_dashboard_feed_pauses_on_the_selected_decision(stack: Stack, browser: Browser) -> None:
     page = browser.new_page()
     failed: list[tuple[str, int]] = []
-    page.on("response", lambda response: failed.append((response.url, response.status)) if response.status >= 400 else None)
+    page.on("response",
+            lambda response: failed.append((response.url, response.status)) if response.status >= 400 else None)
     try:
         page.goto(f"{stack.http}/?token={OPERATOR}")
         page.wait_for_function("document.querySelectorAll('#feed li').length >= 10", timeout=30_000)
@@ -303,11 +305,7 @@ def test_shop_shows_why_each_item_and_a_discount(stack: Stack, browser: Browser)
     import orjson
     import redis
 
-    user = f"shopper-{uuid.uuid4().hex[:6]}"
-    page = browser.new_page()
-    try:
-        page.goto(f"{stack.http}/shop.html?user_id={user}&token={stack.token(user)}")
-        page.wait_for_function("Number(document.body.dataset.decisions || 0) >= 1", timeout=30_000)
+    with shop_page(stack, browser) as (user, page):
         request = urllib.request.Request(f"{stack.http}/v1/decisions/{user}",
                                          headers={"Authorization": f"Bearer {stack.token(user)}"})
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -315,7 +313,8 @@ def test_shop_shows_why_each_item_and_a_discount(stack: Stack, browser: Browser)
         assert latest["decision_id"] == page.get_attribute("body", "data-last-decision")
         whys = page.locator("#recommendations .item .why").all_text_contents()
         assert len(whys) == len(latest["recommendations"]) >= 1
-        phrases = {"collaborative": "tastes like yours", "content": "you often look at", "popularity": "popular right now"}
+        phrases = {"collaborative": "tastes like yours", "content": "you often look at",
+                   "popularity": "popular right now"}
         for why, rec in zip(whys, latest["recommendations"]):
             top = max(rec["components"], key=rec["components"].get)
             assert why.startswith("Why: ") and (rec["components"][top] <= 0 or phrases[top] in why), (why, rec)
@@ -331,5 +330,3 @@ def test_shop_shows_why_each_item_and_a_discount(stack: Stack, browser: Browser)
         assert offer.get_attribute("data-action") == "discount" and offer.is_visible()
         assert "10% off" in offer.text_content()
         page.screenshot(path=str(Path(os.environ.get("PULSE_SCREENSHOT_DIR", stack.logs)) / "shop.png"), full_page=True)
-    finally:
-        page.close()

@@ -8,26 +8,19 @@ a forgotten user get none.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
-import websockets
 
 from connectors.auth import mint_token
-from pulse.localservers import LocalServer, free_port, stop_processes, wait_for_port
+from pulse.localservers import LocalServer
 from simulator import KafkaEventSink, encode_event, send_events
-from tests.enginestack import ROOT, TopicReader, decisions, retarget, stack_env
+from tests.enginestack import TopicReader, WebSocketWatcher, decisions, engine_and_gateway, retarget
 
 pytestmark = pytest.mark.e2e
 IDLE_TTL_S, WINBACK_IDLE_S = 2, 6
@@ -36,62 +29,20 @@ IDLE_TTL_S, WINBACK_IDLE_S = 2, 6
 @pytest.fixture()
 def stack(kafka_server: LocalServer, redis_server: LocalServer, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Engine and gateway with short idle settings, on this test's own topics and Redis prefix."""
-    env = stack_env(
+    with engine_and_gateway(
         kafka_server.port, redis_server.port, tmp_path,
-        PULSE_GATEWAY_PORT=str(free_port()), PULSE_HTTP_PORT=str(free_port()),
-        PULSE_GATEWAY_SECRET=f"secret-{uuid.uuid4().hex[:8]}",
         PULSE_DECISION_TTL_S=str(IDLE_TTL_S), PULSE_WINBACK_MIN_IDLE_S=str(WINBACK_IDLE_S),
         PULSE_WINBACK_CHANNEL="push",
         PULSE_CHURN_THRESHOLD="0.3",  # the untrained churn model says 0.5: every quiet user is at risk
         PULSE_OFFER_MIN_CONFIDENCE="0",
-    )
-    processes: list[subprocess.Popen] = []
-    with contextlib.ExitStack() as logs:
-        try:
-            for name, argv in (("engine", ["run", "-w", "1"]), ("gateway", ["gateway"])):
-                log = logs.enter_context(open(tmp_path / f"{name}.log", "wb"))
-                processes.append(subprocess.Popen([sys.executable, "-m", "pulse.cli", *argv], env=env, cwd=ROOT,
-                                                  stdout=log, stderr=subprocess.STDOUT))
-            wait_for_port(int(env["PULSE_GATEWAY_PORT"]))
-            yield env
-            for process, name in zip(processes, ("engine", "gateway")):
-                assert process.poll() is None, f"{name} died: {(tmp_path / f'{name}.log').read_text()[-3000:]}"
-        finally:
-            stop_processes(*processes, timeout_s=10)
-
-
-class Subscriber(threading.Thread):
-    """A real WebSocket client subscribed to one user's decisions."""
-
-    def __init__(self, port: int, user_id: str, token: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.user_id, self.token = f"ws://127.0.0.1:{port}/ws", user_id, token
-        self.decisions: list[dict] = []
-        self.subscribed = threading.Event()
-        self.stop_at = time.monotonic() + 120
-
-    def run(self) -> None:
-        asyncio.run(self._listen())
-
-    async def _listen(self) -> None:
-        async with websockets.connect(self.url) as ws:
-            await ws.send(orjson.dumps({"subscribe": self.user_id, "token": self.token}).decode())
-            while time.monotonic() < self.stop_at:
-                try:
-                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 0.5))
-                except TimeoutError:
-                    continue
-                except websockets.ConnectionClosed:
-                    return
-                if frame["type"] == "subscribed":
-                    self.subscribed.set()
-                elif frame["type"] == "decision" and not frame.get("latest"):
-                    self.decisions.append(frame["decision"])
+    ) as env:
+        yield env
 
 
 def test_a_quiet_user_is_sent_a_win_back_on_the_engines_own_initiative(stack: dict[str, str]) -> None:
     env = stack
-    subscriber = Subscriber(int(env["PULSE_GATEWAY_PORT"]), "quiet", mint_token(env["PULSE_GATEWAY_SECRET"], "quiet"))
+    token = mint_token(env["PULSE_GATEWAY_SECRET"], "quiet")
+    subscriber = WebSocketWatcher(int(env["PULSE_GATEWAY_PORT"]), "quiet", token)
     subscriber.start()
     assert subscriber.subscribed.wait(10), "the gateway did not confirm the subscription"
     reader = TopicReader(env["KAFKA_BOOTSTRAP"], env["PULSE_TOPIC_DECISIONS"])
@@ -101,7 +52,8 @@ def test_a_quiet_user_is_sent_a_win_back_on_the_engines_own_initiative(stack: di
         send_events(retarget([encode_event(e) for e in events], env), sink, rate=None, duration_s=None, progress=False)
 
     def decided(event_ids: set[str]) -> None:
-        reader.until(lambda messages: event_ids <= {d["event_id"] for d in decisions(messages)}, timeout_s=60)
+        reader.until(lambda messages: event_ids <= {d["event_id"] for d in decisions(messages)}, timeout_s=60,
+                     grace_s=0)
 
     now = int(time.time() * 1000)
     # Topics are not ordered relative to each other: consent lands before the private user's visit.
@@ -139,10 +91,10 @@ def test_a_quiet_user_is_sent_a_win_back_on_the_engines_own_initiative(stack: di
 
     assert in_redis[0]["decision_id"] == decision["decision_id"], "Redis held the win-back as the latest decision"
     deadline = time.monotonic() + 10
-    while not any(d.get("trigger") == "inactivity" for d in subscriber.decisions) and time.monotonic() < deadline:
+    while not any(d.get("trigger") == "inactivity" for d in subscriber.live_decisions) and time.monotonic() < deadline:
         time.sleep(0.1)
     subscriber.stop_at = 0
-    pushed = [d for d in subscriber.decisions if d.get("trigger") == "inactivity"]
+    pushed = [d for d in subscriber.live_decisions if d.get("trigger") == "inactivity"]
     assert [d["decision_id"] for d in pushed] == [decision["decision_id"]], "the WebSocket subscriber got it live"
     reader.close()
     sink.close()

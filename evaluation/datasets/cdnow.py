@@ -61,7 +61,8 @@ class Purchase:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """Options of `--dataset cdnow`."""
     group.add_argument("--horizon-days", type=int, default=180,
-                       help="cdnow: a purchase is 'churned' when no purchase follows within this many days (default 180)")
+                       help="cdnow: a purchase is 'churned' when no purchase follows within this many days "
+                            "(default 180)")
 
 
 def read_purchases(path: Path, limit: int | None = None) -> list[Purchase]:
@@ -98,8 +99,8 @@ def churn_events(purchases: Iterable[Purchase], horizon_days: int) -> list[dict[
     >>> [(e["type"], e["user_id"], (e["ts"] // 86_400_000) - (day - EPOCH_DAY), e.get("churned")) for e in events]
     ... # doctest: +NORMALIZE_WHITESPACE
     [('purchase', 'cdnow-1', 0, None), ('purchase', 'cdnow-2', 0, None), ('churn_outcome', 'cdnow-1', 30, False),
-     ('purchase', 'cdnow-1', 30, None), ('churn_outcome', 'cdnow-2', 181, True), ('churn_outcome', 'cdnow-1', 211, True),
-     ('purchase', 'cdnow-2', 400, None)]
+     ('purchase', 'cdnow-1', 30, None), ('churn_outcome', 'cdnow-2', 181, True),
+     ('churn_outcome', 'cdnow-1', 211, True), ('purchase', 'cdnow-2', 400, None)]
     """
     by_customer: dict[str, list[Purchase]] = defaultdict(list)
     for purchase in purchases:
@@ -162,7 +163,8 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
         settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
         attribution_window_ms=int(settings.attribution_window_s * 1000), nba_epsilon=settings.nba_epsilon,
         nba_warmup=settings.nba_warmup, churn_horizon_ms=horizon_days * MS_PER_DAY,
-        churn_learning_rate=settings.churn_learning_rate, churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
+        churn_learning_rate=settings.churn_learning_rate,
+        churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
         churn_frequency_prior=settings.churn_frequency_prior,
         offer_min_confidence=settings.offer_min_confidence, winback_min_idle_ms=settings.winback_min_idle_s * 1000,
         winback_channel=settings.winback_channel))
@@ -214,7 +216,8 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     run.win_backs = sum(d["action"]["name"] == "win_back_offer" for d in pulse.timer_decisions)
     run.rejected += len(pulse.rejected)
     model = engine.churn
-    run.engine = {"churn_model": {"version": model.version, "optimizer": model.optimizer, "learning_rate": model.learning_rate,
+    run.engine = {"churn_model": {"version": model.version, "optimizer": model.optimizer,
+                                  "learning_rate": model.learning_rate,
                                   "l2": model.l2, "intercept_lr": model.intercept_lr, "bound": model.bound,
                                   "decay_steps": model.decay_steps, "frequency_prior": model.frequency_prior,
                                   "generation": len(engine.churn_adaptive.adaptations)},

@@ -38,7 +38,8 @@ class Baselines:
     >>> b = Baselines(horizon_days=10)
     >>> b.purchase("c", day=0, dollars=12.0)
     >>> scores = b.label("c", churned=True, purchase_day=0)
-    >>> scores["recency (days since previous purchase)"], scores["frequency (purchases, negated)"], scores["RFM logistic"]
+    >>> names = "recency (days since previous purchase)", "frequency (purchases, negated)", "RFM logistic"
+    >>> tuple(scores[name] for name in names)
     (0.0, -1.0, 0.5)
     """
 

@@ -33,6 +33,7 @@ from evaluation.datasets.cdnow_baselines import (
     RFM_LOG,
     RFM_LOG_HORIZON,
 )
+from evaluation.figures import save_figure
 
 __all__ = ["TUNING", "same_day_auc", "summarize", "write_report"]
 
@@ -189,9 +190,10 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
         f"(a purchase within {h} days: not churned, sent at that purchase; none: churned, sent on day {h + 1}); "
         f"{summary['labels_sent']:,} labels sent, of which {summary['labels_unscored']:,} not scored (a purchase whose "
         f"{h} days pass the data's end can only be labelled 'not churned': outcome-selected), leaving "
-        f"{summary['labels']:,} scored labels ({summary['churned_share']:.1%} churned) of {summary['customers_labelled']:,} "
-        f"customers on {summary['label_days']} days. Replayed in time order through the dataflow's parser and per-user "
-        f"step in {summary['replay_s']:.0f} s (timers in event time; idle TTL {summary['engine']['idle_ttl_s']:,} s, "
+        f"{summary['labels']:,} scored labels ({summary['churned_share']:.1%} churned) of "
+        f"{summary['customers_labelled']:,} customers on {summary['label_days']} days. Replayed in time order "
+        f"through the dataflow's parser and per-user step in {summary['replay_s']:.0f} s (timers in event time; "
+        f"idle TTL {summary['engine']['idle_ttl_s']:,} s, "
          f"long-term record kept {summary['engine']['long_term_retention_s']:,} s)."), "",
         ("A label is scored with the churn probability of the decision served at the customer's last purchase before "
          "it; the baselines score the same purchase with what they knew then. 95% intervals: bootstrap over customers "
@@ -207,12 +209,13 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
     purchase_header = ("| method | AUC last 50% of purchases | purchase-day AUC all | purchase-day AUC last 50% of "
                        "purchases | log-loss last 50% of purchases |")
     lines += ["", ("Grouped and split by the purchase a label refers to, not by when the label arrives (which selects "
-                   "labels by outcome: a day's 'churned' labels come from older purchases than its 'not churned' ones). "
-                   "Purchase-day AUC: AUC within the labels of purchases made on one day, scored at the same moment, "
-                   "averaged over days with both classes, weighted by labels."), "",
+                   "labels by outcome: a day's 'churned' labels come from older purchases than its 'not churned' "
+                   "ones). Purchase-day AUC: AUC within the labels of purchases made on one day, scored at the same "
+                   "moment, averaged over days with both classes, weighted by labels."), "",
               purchase_header, "|---|---|---|---|---|"]
     for method, m in summary["methods"].items():
-        lines.append(f"| {method} | {' | '.join(_ci(m.get(f'{measure}_{part}')) for measure, part in PURCHASE_CELLS)} |")
+        row = [_ci(m.get(f"{measure}_{part}")) for measure, part in PURCHASE_CELLS]
+        lines.append(f"| {method} | {' | '.join(row)} |")
     cells = CELLS + PURCHASE_CELLS
     names = ["AUC all", "AUC last 50%", "same-day AUC all", "same-day AUC last 50%", "log-loss all",
              "log-loss last 50%", "AUC last 50% of purchases", "purchase-day AUC all",
@@ -220,7 +223,8 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
     lines += ["", ("Pulse minus the strongest baselines (paired, same resamples; AUC: higher is better, log-loss: "
                    "lower is better):"), "", f"| baseline | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
     for baseline, d in summary["pulse_minus"].items():
-        lines.append(f"| {baseline} | {' | '.join(_ci(d.get(f'{measure}_{part}'), sign=True) for measure, part in cells)} |")
+        row = [_ci(d.get(f"{measure}_{part}"), sign=True) for measure, part in cells]
+        lines.append(f"| {baseline} | {' | '.join(row)} |")
     acceptance, strongest = summary["acceptance"], summary["strongest"]
     missed = [key for key, cell in acceptance["by_cell"].items() if not cell["met"]]
     missed_strongest = [key for key, cell in strongest["by_cell"].items() if not cell["met"]]
@@ -236,8 +240,8 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
                f"intercept step {model['intercept_lr']}, L2 {model['l2']}, clip {model['bound']}; features: "
                f"{', '.join(summary['engine']['features'])}."), "",
               (f"Labels learned on exactly the features served at their purchase: "
-               f"{summary['labels_on_served_features']:,} of {summary['labels_sent']:,}. 'Not churned' labels learned before "
-               f"their horizon (a customer holding more than 16): "
+               f"{summary['labels_on_served_features']:,} of {summary['labels_sent']:,}. 'Not churned' labels "
+               f"learned before their horizon (a customer holding more than 16): "
                f"{summary['engine']['labels_learned_before_their_horizon']:,}. Events that met an idle customer's "
                f"long-term record (restored): {summary['events_meeting_long_term_record']:,}. Win-back decisions sent "
                f"by the engine on its own: {summary['win_backs']:,}. Rejected events: {summary['rejected']}."),
@@ -272,10 +276,7 @@ def write_plots(run: Run, out: Path) -> list[str]:
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set(xlabel="month of label arrival", ylabel="AUC within the month", title=f"CDNOW, H = {run.horizon_days} days")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    files = ["auc_by_month.png"]
-    fig.savefig(out / files[0], dpi=110)
-    plt.close(fig)
+    files = [save_figure(fig, out, "auc_by_month.png")]
 
     last = np.arange(len(y)) >= len(y) // 2
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -289,10 +290,7 @@ def write_plots(run: Run, out: Path) -> list[str]:
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
     ax.set(xlabel="predicted churn probability", ylabel="churned share", title="calibration, last 50% of labels")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append("calibration.png")
-    fig.savefig(out / files[1], dpi=110)
-    plt.close(fig)
+    files.append(save_figure(fig, out, "calibration.png"))
     return files
 
 

@@ -67,7 +67,8 @@ BASELINE_GRID: dict[str, list[dict[str, Any]]] = {
                            for h in (1 / 24, 1, 7, 30, 90, 365) for p in (False, True)],
     "BiasedMF": [{"n_factors": f, "learning_rate": r, "negatives": n}
                  for f in (16, 32) for r in (0.01, 0.02, 0.05) for n in (1, 4, 8)],
-    "co-occurrence": [{"count_positives_only": c, "context_positives_only": x} for c in (False, True) for x in (False, True)],
+    "co-occurrence": [{"count_positives_only": c, "context_positives_only": x}
+                      for c in (False, True) for x in (False, True)],
 }
 PULSE_GRID: dict[str, list[Any]] = {  # one setting at a time, the others at their defaults
     "popularity_half_life_s": [3600.0, DAY_S, 7 * DAY_S, 30 * DAY_S],
@@ -91,8 +92,9 @@ class Data:
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """Options of `pulse evaluate --dataset movielens-100k`."""
     group.add_argument("--tune", action="store_true",
-                       help="movielens-100k: tune the baselines' and Pulse's parameters on the first 50%% of the stream "
-                            "(grids in evaluation/datasets/movielens.py) and report hit@10 there, instead of evaluating")
+                       help="movielens-100k: tune the baselines' and Pulse's parameters on the first 50%% of the "
+                            "stream (grids in evaluation/datasets/movielens.py) and report hit@10 there, instead of "
+                            "evaluating")
 
 
 def load(limit: int | None = None, quiet: bool = False) -> Data:
@@ -150,7 +152,8 @@ def evaluate(args: argparse.Namespace) -> int:
         return _tune(data, args.seed, out, progress)
     config = engine_config(args.seed)
     started = time.perf_counter()
-    result = replay_interactions(data.interactions, data.item_ids, data.categories, baselines(data, BASELINES, args.seed),
+    result = replay_interactions(data.interactions, data.item_ids, data.categories,
+                                 baselines(data, BASELINES, args.seed),
                                  config, k=K, price=PRICE, progress=progress)
     notes = [
         (f"`pulse evaluate --dataset movielens-100k{'' if args.limit is None else f' --limit {args.limit}'}` "
@@ -166,7 +169,8 @@ def evaluate(args: argparse.Namespace) -> int:
         "Intervals: bootstrap 95% over users; 'Pulse / best baseline' is a paired ratio of means.",
     ]
     summary = write_report(result, out, "Recommendations on real ratings: MovieLens-100K", notes,
-                           {"command": notes[0], "baselines": BASELINES, "pulse_settings": config.recommender.parameters(),
+                           {"command": notes[0], "baselines": BASELINES,
+                            "pulse_settings": config.recommender.parameters(),
                             "price": PRICE, "positive_rating": POSITIVE_RATING},
                            n_boot=args.bootstrap, seed=args.seed)
     lines = []
@@ -183,8 +187,10 @@ def _tune(data: Data, seed: int, out: Path, progress: bool) -> int:
     """hit@10 on the first half of the stream for every grid point; the best per method is printed."""
     first_half = data.interactions[: len(data.interactions) // 2]
     results: dict[str, list[tuple[dict[str, Any], float]]] = {}
-    candidates = {f"{name} #{i}": (name, params) for name, grid in BASELINE_GRID.items() for i, params in enumerate(grid)}
-    grid_factories = {label: baselines(data, {name: params}, seed)[name] for label, (name, params) in candidates.items()}
+    candidates = {f"{name} #{i}": (name, params)
+                  for name, grid in BASELINE_GRID.items() for i, params in enumerate(grid)}
+    grid_factories = {label: baselines(data, {name: params}, seed)[name]
+                      for label, (name, params) in candidates.items()}
     base_config = engine_config(seed)
     result = replay_interactions(first_half, data.item_ids, data.categories, grid_factories, base_config, K, PRICE,
                                  progress)

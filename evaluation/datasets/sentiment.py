@@ -65,7 +65,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--chat-users", type=int, default=200,
                        help="synthetic users who send a set's messages in turn (default 200); bootstrap groups")
     group.add_argument("--throughput-messages", type=int, default=50_000,
-                       help="messages of the throughput run, the sets cycled in fresh shuffles (default 50000; 0: skip)")
+                       help="messages of the throughput run, the sets cycled in fresh shuffles "
+                            "(default 50000; 0: skip)")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -259,10 +260,12 @@ def accuracy_intervals(run: SetRun, resampler: GroupResampler, mask: np.ndarray 
     return out
 
 
-def paired_difference(run: SetRun, resampler: GroupResampler, mask: np.ndarray, a: str, b: str) -> tuple[float, float, float]:
+def paired_difference(run: SetRun, resampler: GroupResampler, mask: np.ndarray, a: str,
+                      b: str) -> tuple[float, float, float]:
     """Accuracy of method `a` minus method `b` on the same messages, with a paired bootstrap interval."""
     labels = np.array(run.labels)
-    diff = (np.array(run.predictions[a]) == labels).astype(float) - (np.array(run.predictions[b]) == labels).astype(float)
+    right_a = (np.array(run.predictions[a]) == labels).astype(float)
+    diff = right_a - (np.array(run.predictions[b]) == labels).astype(float)
     return resampler.mean(diff, mask)
 
 

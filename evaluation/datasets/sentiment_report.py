@@ -20,6 +20,7 @@ from evaluation.datasets.sentiment import (
     rates,
 )
 from evaluation.datasets.vader_sets import SETS
+from evaluation.figures import save_figure
 
 __all__ = ["TUNING", "summarize", "write_report"]
 
@@ -137,7 +138,8 @@ def markdown(summary: dict[str, Any], files: list[str]) -> str:
     lines = [
         "# Sentiment on VADER's human-rated texts", "",
         (f"`pulse evaluate --dataset sentiment --seed {config['seed']}` (chat users per set: {config['chat_users']}, "
-        f"bootstrap resamples: {config['bootstrap']}{', limit ' + str(config['limit']) if config.get('limit') else ''}). "
+        f"bootstrap resamples: "
+        f"{config['bootstrap']}{', limit ' + str(config['limit']) if config.get('limit') else ''}). "
         "Each text is a labelled `chat_message` through the real parser and per-user step, scored before its label "
         "teaches the model; baselines see the same messages in the same order. Intervals: bootstrap 95% over the "
         "synthetic users (message i is sent by user i mod N, so users are random slices of the stream)."), "",
@@ -222,7 +224,7 @@ def _plots(summary: dict[str, Any], runs: dict[str, SetRun], out: Path) -> list[
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Prequential accuracy over the stream (dotted: start of the last 50%)")
-    files.append(_save(fig, out, "accuracy.png"))
+    files.append(save_figure(fig, out, "accuracy.png"))
     throughput = summary["throughput"]
     if throughput:
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -230,14 +232,6 @@ def _plots(summary: dict[str, Any], runs: dict[str, SetRun], out: Path) -> list[
         ax.plot(np.arange(1, len(series) + 1) * throughput["bucket"], series)
         ax.set(title=f"Pulse's step on {throughput['messages']:,} chat messages", xlabel="message",
                ylabel=f"messages/s (per {throughput['bucket']:,})", ylim=(0, max(series) * 1.1))
-        files.append(_save(fig, out, "throughput.png"))
+        files.append(save_figure(fig, out, "throughput.png"))
     return files
 
-
-def _save(fig, out: Path, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
