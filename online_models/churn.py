@@ -7,7 +7,7 @@ import math
 from river import base, linear_model, optim
 from river.utils.math import sigmoid
 
-from online_models.explanation import Explanation, linear_explanation
+from online_models.explanation import Explanation
 from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["ChurnClassifier"]
@@ -84,6 +84,7 @@ class ChurnClassifier(base.Classifier):
         self._regression = linear_model.LogisticRegression(
             optimizer=OPTIMIZERS[optimizer](rate), l2=l2, intercept_lr=intercept_lr)
         self._n_learned = 0
+        self._weights_copy: dict | None = None  # see _weights()
 
     @classmethod
     def _unit_test_params(cls):
@@ -112,12 +113,17 @@ class ChurnClassifier(base.Classifier):
                          optimizer="sgd", intercept_lr=regression.intercept_lr.learning_rate, bound=scaler.bound,
                          decay_steps=0.0)
         self.__dict__.update(state)
+        self._weights_copy = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_weights_copy": None}  # derived: copied again on first use
 
     def learn_one(self, x: dict, y: bool) -> None:
         """Update the scaler statistics, then the regression on the scaled example (True = churned)."""
         self._scaler.learn_one(x)
         self._regression.learn_one(self._scaler.transform_one(x), bool(y))
         self._n_learned += 1
+        self._weights_copy = None
 
     def predict_proba_one(self, x: dict) -> dict[bool, float]:
         """`{False: 1 - p, True: p}` with p = P(churn); 0.5 before any learning."""
@@ -126,4 +132,11 @@ class ChurnClassifier(base.Classifier):
 
     def explain_one(self, x: dict) -> Explanation:
         """Contributions `weight * scaled value` per feature; with the intercept they sum to the logit."""
-        return linear_explanation(self._regression.weights, self._scaler.transform_one(x), self._regression.intercept)
+        contributions = self._scaler.weighted_one(x, self._weights())
+        return Explanation(intercept=float(self._regression.intercept), contributions=contributions)
+
+    def _weights(self) -> dict:
+        """The regression's weights (River's `weights` copies them: the copy is kept until the next label)."""
+        if self._weights_copy is None:
+            self._weights_copy = self._regression.weights
+        return self._weights_copy
