@@ -144,9 +144,22 @@ class RankedItems(Sequence[Recommendation]):
 
     def records(self, positions: Iterable[int]) -> list[dict]:
         """The JSON-able form (`Recommendation.to_dict`) of the items at `positions`, built straight from the columns."""
-        item_ids, categories, scores = self.item_ids, self.categories, self._scores
-        return [{"item_id": item_ids[p], "category": categories[p], "score": scores[p],
-                 "components": self._components(p)} for p in positions]
+        columns = [self.item_ids, self.categories, self._scores, self._collaborative, self._content, self._popularity,
+                   self._neighbours]
+        at = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
+        if isinstance(at, range):  # the first k (no rule moved an item): slices of the columns
+            rows = zip(*(column[at.start:at.stop] for column in columns))
+        else:
+            rows = zip(*([column[p] for p in at] for column in columns))
+        records = [{"item_id": item_id, "category": category, "score": score,
+                    "components": {"collaborative": collaborative, "content": content, "popularity": popularity,
+                                   "neighbours": neighbours}}
+                   for item_id, category, score, collaborative, content, popularity, neighbours in rows]
+        if self._boost is not None:
+            boost = self._boost
+            for record, p in zip(records, at):
+                record["components"]["boost"] = boost[p]
+        return records
 
     def _components(self, position: int) -> dict[str, float]:
         components = {"collaborative": self._collaborative[position], "content": self._content[position],
@@ -601,7 +614,7 @@ class HybridRecommender:
         if w_content != 0.0 and category_affinity:
             content = np.array([category_affinity.get(c, 0.0) for c in categories], dtype=float)
             content *= w_content
-            np.take(content, item_category, out=terms[1])
+            content.take(item_category, out=terms[1])
         self._popularity_component(now_ms, w_popularity, out=terms[2])
         cf_offset = 0.0
         user_latent = None if user_id is None or w_collaborative == 0.0 else self._mf.u_latents.get(user_id)
@@ -780,7 +793,7 @@ class HybridRecommender:
             return RankedItems.empty()
         at = np.array(best, dtype=np.intp)
         categories = self._item_category[at].tolist()
-        terms = scoring.terms[:, at]
+        terms = scoring.terms.take(at, axis=1)
         offset = scoring.cf_offset
         if offset:
             terms[0] += offset
@@ -844,7 +857,7 @@ def _top_candidates(masked: np.ndarray, k: int) -> np.ndarray:
     """
     n = len(masked)
     if n < 16 * _BLOCK or k * _BLOCK * 4 > n:
-        return np.argpartition(masked, n - k)[n - k:]
+        return masked.argpartition(n - k)[n - k:]
     n_blocks = n // _BLOCK
     maxima = masked[: n_blocks * _BLOCK].reshape(n_blocks, _BLOCK).max(axis=1)
     top_blocks = np.argpartition(maxima, n_blocks - k)[n_blocks - k:]
