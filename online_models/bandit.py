@@ -83,13 +83,12 @@ class LinearRewards:
 
     def _read(self, row: int) -> None:
         scaler, regression = self._models[self._actions[row]].steps.values()
-        means, variances, weights = scaler.means, scaler.vars, regression.weights
-        for column, name in enumerate(self.names):
-            variance = variances.get(name, 0.0)
-            self._means[row, column] = means.get(name, 0.0)
-            self._constant[row, column] = not variance
-            self._scales[row, column] = variance**0.5 if variance else 1.0
-            self._weights[row, column] = weights.get(name, 0.0)
+        means, weights, names = scaler.means, regression.weights, self.names
+        variances = [scaler.vars.get(name, 0.0) for name in names]
+        self._means[row] = [means.get(name, 0.0) for name in names]
+        self._constant[row] = [not variance for variance in variances]
+        self._scales[row] = [variance**0.5 if variance else 1.0 for variance in variances]
+        self._weights[row] = [weights.get(name, 0.0) for name in names]
         self._intercepts[row] = regression.intercept
         self._bounds[row] = scaler.bound
 
