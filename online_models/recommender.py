@@ -784,23 +784,25 @@ class HybridRecommender:
             return RankedItems.empty()
         candidates = _top_candidates(scores, k) if k < len(scores) else np.arange(len(scores))
         # Best first, ties by catalog position; -inf marks the unrankable items picked when fewer than k are rankable.
-        ordered = sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
-        return self._recommendations([i for negated, i in ordered if negated != np.inf], scoring)
+        ordered = [(i, -negated) for negated, i in sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
+                   if negated != np.inf]
+        return self._recommendations([i for i, _ in ordered], scoring, [score for _, score in ordered])
 
-    def _recommendations(self, best: list[int], scoring: _Scoring) -> RankedItems:
-        """The items at `best`, gathering their components in one go."""
+    def _recommendations(self, best: list[int], scoring: _Scoring, scores: list[float] | None = None) -> RankedItems:
+        """The items at `best` (their `scores` when already read), gathering their components in one go."""
         if not best:
             return RankedItems.empty()
         at = np.array(best, dtype=np.intp)
         categories = self._item_category[at].tolist()
-        terms = scoring.terms.take(at, axis=1)
+        columns = scoring.terms.take(at, axis=1).tolist()
+        if scores is None:
+            scores = scoring.scores[at].tolist()
         offset = scoring.cf_offset
         if offset:
-            terms[0] += offset
-        columns = terms.tolist()
+            columns[0] = [value + offset for value in columns[0]]
         item_ids, names = self._item_ids, self._categories
         return RankedItems([item_ids[i] for i in best], [names[c] for c in categories],
-                           [score + offset for score in scoring.scores[at].tolist()], *columns)
+                           [score + offset for score in scores], *columns)
 
 
 _DERIVED = {"_eligible_cache": None, "_key_order": None, "_weights_cache": None, "_popularity_cache": None}
