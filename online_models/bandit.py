@@ -11,12 +11,13 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 from river import bandit, base, linear_model, optim, stats
 
 from online_models.actions import ACTIONS, WIN_BACK_OFFER
 from online_models.scaling import BoundedStandardScaler
 
-__all__ = ["NBA_ACTIONS", "EpsilonGreedyBandit", "ips", "snips"]
+__all__ = ["NBA_ACTIONS", "EpsilonGreedyBandit", "LinearRewards", "ips", "snips"]
 
 # the bandit of `pulse evaluate` learns over every action taken at an event (a win-back has no event)
 NBA_ACTIONS = tuple(action for action in ACTIONS if action != WIN_BACK_OFFER)
@@ -32,6 +33,64 @@ def _default_model():
     return BoundedStandardScaler(bound=3.0) | linear_model.LinearRegression(
         optimizer=optim.SGD(0.001), intercept_lr=0.01, l2=0.0
     )
+
+
+class LinearRewards:
+    """Every action's default reward model (`_default_model`) predicting at once, from arrays of its parameters.
+
+    River's `predict_one` of `BoundedStandardScaler | LinearRegression` is, per feature in the context's
+    order, `z = clip((x - mean) / var**0.5, -bound, bound)` (0 when the variance is 0), then
+    `intercept + sum(weight * z)` summed in that order. The same operations here run on one row per action,
+    the sums as a cumulative sum (in the same order), so the predictions are River's to the bit. A row is
+    read from its model again after the model learns (`refresh`).
+
+    >>> models = {"a": _default_model(), "b": _default_model()}
+    >>> for i in range(50):
+    ...     models["a"].learn_one({"x": float(i % 7), "y": 1.0}, float(i % 3))
+    >>> rewards = LinearRewards(("x", "y"), models)
+    >>> context = {"x": 2.0, "y": 1.0}
+    >>> rewards.predict(context) == {name: model.predict_one(context) for name, model in models.items()}
+    True
+    """
+
+    def __init__(self, names: tuple[str, ...], models: Mapping[str, object]) -> None:
+        self.names = names
+        self._models = dict(models)
+        self._actions = tuple(models)
+        shape = (len(self._actions), len(names))
+        self._means, self._scales = np.zeros(shape), np.ones(shape)
+        self._constant = np.zeros(shape, dtype=bool)  # zero variance: the standardized value is 0
+        self._weights = np.zeros(shape)
+        self._intercepts = np.zeros(len(self._actions))
+        self._bounds = np.zeros((len(self._actions), 1))
+        for row in range(len(self._actions)):
+            self._read(row)
+
+    def refresh(self, action: str) -> None:
+        """Read the action's model again (after it learned)."""
+        self._read(self._actions.index(action))
+
+    def predict(self, context: Mapping[str, float]) -> dict[str, float]:
+        """Each action's predicted reward (the context must have exactly `names`, in that order)."""
+        values = np.fromiter(context.values(), dtype=float, count=len(self.names))
+        scaled = values - self._means
+        scaled /= self._scales
+        np.clip(scaled, -self._bounds, self._bounds, out=scaled)
+        np.copyto(scaled, 0.0, where=self._constant)
+        scaled *= self._weights
+        rewards = np.cumsum(scaled, axis=1)[:, -1] + self._intercepts
+        return dict(zip(self._actions, rewards.tolist()))
+
+    def _read(self, row: int) -> None:
+        scaler, regression = self._models[self._actions[row]].steps.values()
+        means, weights, names = scaler.means, regression.weights, self.names
+        variances = [scaler.vars.get(name, 0.0) for name in names]
+        self._means[row] = [means.get(name, 0.0) for name in names]
+        self._constant[row] = [not variance for variance in variances]
+        self._scales[row] = [variance**0.5 if variance else 1.0 for variance in variances]
+        self._weights[row] = [weights.get(name, 0.0) for name in names]
+        self._intercepts[row] = regression.intercept
+        self._bounds[row] = scaler.bound
 
 
 class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
@@ -73,6 +132,10 @@ class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
         self._rng = random.Random(seed)
         make = _default_model if model_factory is None else model_factory
         self._models = {action: make() for action in self.actions}
+        self._linear: LinearRewards | None = None  # the default models' fast path, see expected_rewards()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_linear": None}  # derived: rebuilt on first use
 
     def __setstate__(self, state: dict) -> None:
         if "pulls" in state:  # a checkpoint from before the policy was River's: counts were `pulls`
@@ -81,6 +144,7 @@ class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
                          _rewards=collections.defaultdict(stats.Mean),
                          _counts=collections.Counter(pulls), _n=sum(pulls.values()))
         self.__dict__.update(state)
+        self._linear = None
 
     def __repr__(self) -> str:
         return base.Base.__repr__(self)  # River's estimators' form (the policy's table needs pulled arms)
@@ -91,8 +155,13 @@ class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
         return self._n
 
     def expected_rewards(self, context: Mapping[str, float]) -> dict[str, float]:
-        """Predicted reward of each action in this context."""
-        return {action: float(model.predict_one(dict(context))) for action, model in self._models.items()}
+        """Predicted reward of each action in this context (the default models: all at once, `LinearRewards`)."""
+        if self.model_factory is not None:
+            return {action: float(model.predict_one(dict(context))) for action, model in self._models.items()}
+        linear = self._linear
+        if linear is None or linear.names != tuple(context):
+            linear = self._linear = LinearRewards(tuple(context), self._models)
+        return linear.predict(context)
 
     def greedy_one(self, context: Mapping[str, float]) -> str:
         """The action with the highest predicted reward (ties: the first in `actions`)."""
@@ -120,6 +189,8 @@ class EpsilonGreedyBandit(bandit.base.ContextualPolicy):
             raise ValueError(f"reward must be finite, got {reward}")
         super().update(arm_id, context, float(reward))
         self._models[arm_id].learn_one(dict(context), float(reward))
+        if self._linear is not None:
+            self._linear.refresh(arm_id)
 
     def _choose(self, rewards: Mapping[str, float], arms: tuple[str, ...]) -> tuple[str, str]:
         """(the chosen arm, the greedy arm): the greedy one, or with probability `epsilon` a uniform draw."""

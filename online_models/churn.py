@@ -8,7 +8,7 @@ import math
 from river import base, linear_model, optim
 from river.utils.math import sigmoid
 
-from online_models.explanation import Explanation, linear_explanation
+from online_models.explanation import Explanation
 from online_models.scaling import BoundedStandardScaler
 
 __all__ = ["FREQUENCY_FEATURE", "ChurnClassifier"]
@@ -125,6 +125,7 @@ class ChurnClassifier(base.Classifier):
         self._regression = OffsetLogisticRegression(
             optimizer=OPTIMIZERS[optimizer](rate), l2=l2, intercept_lr=intercept_lr)
         self._n_learned = 0
+        self._weights_copy: dict | None = None  # see _weights()
 
     @classmethod
     def _unit_test_params(cls):
@@ -158,6 +159,10 @@ class ChurnClassifier(base.Classifier):
             state["_regression"].__class__ = OffsetLogisticRegression
         state.setdefault("features", None)  # ... and from before the model chose its inputs: it read them all
         self.__dict__.update(state)
+        self._weights_copy = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_weights_copy": None}  # derived: copied again on first use
 
     def _inputs(self, x: dict) -> dict:
         """The features of `x` the model reads."""
@@ -173,6 +178,7 @@ class ChurnClassifier(base.Classifier):
         self._scaler.learn_one(x)
         self._regression.learn_offset_one(self._scaler.transform_one(x), bool(y), self.prior_logit(x))
         self._n_learned += 1
+        self._weights_copy = None
 
     def predict_proba_one(self, x: dict) -> dict[bool, float]:
         """`{False: 1 - p, True: p}` with p = P(churn); the prior's alone before any learning."""
@@ -187,10 +193,16 @@ class ChurnClassifier(base.Classifier):
         intercept, so a contribution says how the user differs from the average labelled user.
         """
         x = self._inputs(x)
-        contributions = linear_explanation(self._regression.weights, self._scaler.transform_one(x), 0.0).contributions
-        intercept = self._regression.intercept
+        contributions = self._scaler.weighted_one(x, self._weights())
+        intercept = float(self._regression.intercept)
         if self.frequency_prior and FREQUENCY_FEATURE in x:
             mean = self._scaler.means.get(FREQUENCY_FEATURE, 0.0)
             contributions[FREQUENCY_FEATURE] += self.prior_logit(x) - self.prior_logit({FREQUENCY_FEATURE: mean})
             intercept += self.prior_logit({FREQUENCY_FEATURE: mean})
         return Explanation(intercept=intercept, contributions=contributions)
+
+    def _weights(self) -> dict:
+        """The regression's weights (River's `weights` copies them: the copy is kept until the next label)."""
+        if self._weights_copy is None:
+            self._weights_copy = self._regression.weights
+        return self._weights_copy

@@ -72,6 +72,14 @@ class ItemNeighbours:
         self._floor = np.full(_INITIAL_CAPACITY, -1.0)  # see _FLOOR_DECAY (-1: the row has an empty slot)
         self._floor_batch = np.zeros(_INITIAL_CAPACITY)  # the batch each floor was set in
         self._batches = 0
+        self._similarity: np.ndarray | None = None  # see _similarities()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_similarity": None}  # derived: rebuilt on first use
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._similarity = None
 
     @property
     def capacity(self) -> int:
@@ -89,6 +97,7 @@ class ItemNeighbours:
         self._floor, self._floor_batch = _grown(self._floor, capacity, -1.0), _grown(self._floor_batch, capacity)
         self._learned, self._root = _grown(self._learned, capacity + 1), _grown(self._root, capacity + 1)
         self._row_root = _grown(self._row_root, capacity)
+        self._similarity = None
 
     def neighbours_of(self, item: int) -> list[tuple[int, float]]:
         """The item's neighbours as (index, weight), strongest first."""
@@ -109,6 +118,7 @@ class ItemNeighbours:
         pair p says that `pair_others[p]` came `distances[p]` steps before `pair_items[p]` in a user's items."""
         self.ensure_capacity(int(items.max(initial=-1)) + 1)
         self._batches += 1
+        self._similarity = None
         np.add.at(self._learned, items + 1, 1.0)
         self._root[items + 1] = self._row_root[items] = self._learned[items + 1] ** -0.5
         if len(pair_items) == 0:
@@ -136,11 +146,9 @@ class ItemNeighbours:
         """The similarity of items 0..n-1 to the context items, summed with `weights`."""
         if len(context) == 0:
             return np.zeros(n)
-        ids = self._neighbour[context]
-        values = self._weight[context]
-        values *= self._root[ids]
+        values = self._similarities()[context]
         values *= (weights * self._row_root[context])[:, None]
-        return np.bincount(ids.ravel(), values.ravel(), minlength=n + 1)[1:n + 1]
+        return np.bincount(self._neighbour[context].ravel(), values.ravel(), minlength=n + 1)[1:n + 1]
 
     def batch_scores(self, contexts: np.ndarray, weights: np.ndarray, owners: np.ndarray,
                      candidates: np.ndarray, n: int) -> np.ndarray:
@@ -151,8 +159,7 @@ class ItemNeighbours:
         if len(contexts) == 0:
             return np.zeros(candidates.shape)
         ids = self._neighbour[contexts]
-        values = self._weight[contexts]
-        values *= self._root[ids]
+        values = self._similarities()[contexts]
         values *= (weights * self._row_root[contexts])[:, None]
         ids += (owners * (n + 1))[:, None]
         sums = np.bincount(ids.ravel(), values.ravel(), minlength=n_owners * (n + 1)).reshape(n_owners, n + 1)
@@ -161,6 +168,13 @@ class ItemNeighbours:
         positive = top > 0
         found[positive] /= top[positive, None]
         return found
+
+    def _similarities(self) -> np.ndarray:
+        """Each slot's weight times `1 / sqrt(n)` of its neighbour (float32, as scoring multiplies them), kept
+        until the next batch is learned."""
+        if self._similarity is None:
+            self._similarity = self._weight * self._root[self._neighbour]
+        return self._similarity
 
     def _sketched(self, items: np.ndarray, others: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """Add the pairs' weights to the sketch; return each pair's estimated total weight."""

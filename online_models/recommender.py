@@ -34,6 +34,7 @@ import collections
 import contextlib
 import math
 import random
+import struct
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -68,7 +69,8 @@ _MAX_UNDECAY_EXPONENT = 64.0
 _FADING = (1.0 - CONTEXT_FLOOR) * CONTEXT_POSITION_DECAY ** np.arange(_MAX_CONTEXT)
 _LASTING = CONTEXT_FLOOR * CONTEXT_POSITION_DECAY ** np.arange(_MAX_CONTEXT)
 _STRENGTH_ROOTS = np.sqrt(np.arange(256.0))
-_FADING_OLDEST_FIRST, _LASTING_OLDEST_FIRST = _FADING[::-1].copy(), _LASTING[::-1].copy()  # for whole contexts
+_FADING_LIST, _LASTING_LIST, _STRENGTH_ROOTS_LIST = _FADING.tolist(), _LASTING.tolist(), _STRENGTH_ROOTS.tolist()
+_CONTEXT_RECORDS = struct.Struct("<QqB").iter_unpack  # (key, ts, strength) of each CONTEXT_RECORD
 
 
 class Recommendation(NamedTuple):
@@ -142,9 +144,22 @@ class RankedItems(Sequence[Recommendation]):
 
     def records(self, positions: Iterable[int]) -> list[dict]:
         """The JSON-able form (`Recommendation.to_dict`) of the items at `positions`, built from the columns."""
-        item_ids, categories, scores = self.item_ids, self.categories, self._scores
-        return [{"item_id": item_ids[p], "category": categories[p], "score": scores[p],
-                 "components": self._components(p)} for p in positions]
+        columns = [self.item_ids, self.categories, self._scores, self._collaborative, self._content, self._popularity,
+                   self._neighbours]
+        at = positions if isinstance(positions, range) and positions.step == 1 else list(positions)
+        if isinstance(at, range):  # the first k (no rule moved an item): slices of the columns
+            rows = zip(*(column[at.start:at.stop] for column in columns))
+        else:
+            rows = zip(*([column[p] for p in at] for column in columns))
+        records = [{"item_id": item_id, "category": category, "score": score,
+                    "components": {"collaborative": collaborative, "content": content, "popularity": popularity,
+                                   "neighbours": neighbours}}
+                   for item_id, category, score, collaborative, content, popularity, neighbours in rows]
+        if self._boost is not None:
+            boost = self._boost
+            for record, p in zip(records, at):
+                record["components"]["boost"] = boost[p]
+        return records
 
     def _components(self, position: int) -> dict[str, float]:
         components = {"collaborative": self._collaborative[position], "content": self._content[position],
@@ -528,20 +543,28 @@ class HybridRecommender:
         return by_key[at[found]], found
 
     def _context(self, context: bytes, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """The context items in the catalog (indices) and their weights (see the module doc)."""
-        records = np.frombuffer(context, dtype=CONTEXT_RECORD)
-        if len(records) > _MAX_CONTEXT:
-            records = records[-_MAX_CONTEXT:]
-        index_of = self._index_of_key.get
-        indices = [index_of(key, -1) for key in records["key"].tolist()]  # (a few keys: faster than numpy)
-        if -1 in indices:
-            found = np.array(indices) >= 0
-            distances = len(found) - 1 - np.flatnonzero(found)
-            return (np.array(indices, dtype=np.intp)[found],
-                    self._context_weights(now_ms, records[found], _FADING[distances], _LASTING[distances]))
-        start = _MAX_CONTEXT - len(indices)
-        return np.array(indices, dtype=np.intp), self._context_weights(
-            now_ms, records, _FADING_OLDEST_FIRST[start:], _LASTING_OLDEST_FIRST[start:])
+        """The context items in the catalog (indices) and their weights (see the module doc).
+
+        A context holds a few records: they are read in plain Python with one vector call (`np.exp2`, as
+        `_context_weights` does for a batch), which costs less than numpy's per-call overhead on each field.
+        """
+        records = _CONTEXT_RECORDS(context)
+        if len(context) > _MAX_CONTEXT * CONTEXT_RECORD.itemsize:
+            records = list(records)[-_MAX_CONTEXT:]
+        index_of, inverse = self._index_of_key.get, self._inverse_context_half_life
+        indices, exponents, strengths, distances = [], [], [], []
+        newest = min(len(context) // CONTEXT_RECORD.itemsize, _MAX_CONTEXT) - 1
+        for position, (key, ts, strength) in enumerate(records):
+            index = index_of(key)
+            if index is not None:
+                indices.append(index)
+                exponents.append(min(ts - now_ms, 0) * inverse)
+                strengths.append(strength)
+                distances.append(newest - position)
+        fading, lasting, roots = _FADING_LIST, _LASTING_LIST, _STRENGTH_ROOTS_LIST
+        weights = [(decay * fading[distance] + lasting[distance]) * roots[strength]
+                   for decay, distance, strength in zip(np.exp2(exponents).tolist(), distances, strengths)]
+        return np.array(indices, dtype=np.intp), np.array(weights)
 
     def _context_weights(self, now_ms: int | np.ndarray, records: np.ndarray, fading: np.ndarray,
                          lasting: np.ndarray) -> np.ndarray:
@@ -584,7 +607,7 @@ class HybridRecommender:
         if w_content != 0.0 and category_affinity:
             content = np.array([category_affinity.get(c, 0.0) for c in categories], dtype=float)
             content *= w_content
-            np.take(content, item_category, out=terms[1])
+            content.take(item_category, out=terms[1])
         self._popularity_component(now_ms, w_popularity, out=terms[2])
         cf_offset = 0.0
         user_latent = None if user_id is None or w_collaborative == 0.0 else self._mf.u_latents.get(user_id)
@@ -754,23 +777,25 @@ class HybridRecommender:
             return RankedItems.empty()
         candidates = _top_candidates(scores, k) if k < len(scores) else np.arange(len(scores))
         # Best first, ties by catalog position; -inf marks the unrankable items picked when fewer than k are rankable.
-        ordered = sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
-        return self._recommendations([i for negated, i in ordered if negated != np.inf], scoring)
+        ordered = [(i, -negated) for negated, i in sorted(zip((-scores[candidates]).tolist(), candidates.tolist()))
+                   if negated != np.inf]
+        return self._recommendations([i for i, _ in ordered], scoring, [score for _, score in ordered])
 
-    def _recommendations(self, best: list[int], scoring: _Scoring) -> RankedItems:
-        """The items at `best`, gathering their components in one go."""
+    def _recommendations(self, best: list[int], scoring: _Scoring, scores: list[float] | None = None) -> RankedItems:
+        """The items at `best` (their `scores` when already read), gathering their components in one go."""
         if not best:
             return RankedItems.empty()
         at = np.array(best, dtype=np.intp)
         categories = self._item_category[at].tolist()
-        terms = scoring.terms[:, at]
+        columns = scoring.terms.take(at, axis=1).tolist()
+        if scores is None:
+            scores = scoring.scores[at].tolist()
         offset = scoring.cf_offset
         if offset:
-            terms[0] += offset
-        columns = terms.tolist()
+            columns[0] = [value + offset for value in columns[0]]
         item_ids, names = self._item_ids, self._categories
         return RankedItems([item_ids[i] for i in best], [names[c] for c in categories],
-                           [score + offset for score in scoring.scores[at].tolist()], *columns)
+                           [score + offset for score in scores], *columns)
 
 
 _DERIVED = {"_eligible_cache": None, "_key_order": None, "_weights_cache": None, "_popularity_cache": None}
@@ -827,7 +852,7 @@ def _top_candidates(masked: np.ndarray, k: int) -> np.ndarray:
     """
     n = len(masked)
     if n < 16 * _BLOCK or k * _BLOCK * 4 > n:
-        return np.argpartition(masked, n - k)[n - k:]
+        return masked.argpartition(n - k)[n - k:]
     n_blocks = n // _BLOCK
     maxima = masked[: n_blocks * _BLOCK].reshape(n_blocks, _BLOCK).max(axis=1)
     top_blocks = np.argpartition(maxima, n_blocks - k)[n_blocks - k:]

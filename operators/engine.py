@@ -244,7 +244,7 @@ class PersonalizationEngine:
     def _pending(decision: Decision, context: dict[str, float], labels: OutcomeLabels) -> PendingDecision:
         return PendingDecision(
             decision["decision_id"], decision["event_ts"], decision["action"]["name"], decision["action"]["propensity"],
-            tuple(rec["item_id"] for rec in decision["recommendations"]), context, labels=labels,
+            tuple([rec["item_id"] for rec in decision["recommendations"]]), context, labels=labels,
         )
 
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:

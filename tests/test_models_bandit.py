@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -70,3 +71,27 @@ def test_reward_models_stay_bounded_on_a_rare_extreme_feature_value() -> None:
         bandit.update("recommend", context, float(rng.random() < 0.3))
     assert max(abs(p) for p in predictions) < 2.0
     assert sum(predictions[-2000:]) / 2000 == pytest.approx(0.3, abs=0.05)
+
+
+def test_the_fast_reward_path_equals_rivers_predict_one_to_the_bit() -> None:
+    """`expected_rewards` reads the default models' parameters as arrays: it must be River's own prediction."""
+    rng = random.Random(5)
+    names = ("recency_hours_log", "constant", "rare", *(f"f{i}" for i in range(12)), "churn_probability")
+    bandit = EpsilonGreedyBandit(NBA_ACTIONS, epsilon=0.2, seed=2)
+
+    def context() -> dict[str, float]:
+        values = {name: rng.gauss(0.0, 2.0) for name in names}
+        values.update(constant=1.0, rare=50.0 if rng.random() < 0.01 else 0.0)  # zero variance, clipped outliers
+        return values
+
+    for step in range(3000):
+        x = context()
+        action, _, rewards = bandit.choose_one(x)
+        assert rewards == {a: model.predict_one(dict(x)) for a, model in bandit._models.items()}, step
+        bandit.update(action, x, rng.gauss(0.3, 1.0))
+    copy = pickle.loads(pickle.dumps(bandit))
+    x = context()
+    assert copy.expected_rewards(x) == bandit.expected_rewards(x) == {
+        a: model.predict_one(dict(x)) for a, model in bandit._models.items()}
+    reordered = dict(reversed(list(x.items())))  # another feature order: the arrays are rebuilt for it
+    assert bandit.expected_rewards(reordered) == {a: m.predict_one(dict(reordered)) for a, m in bandit._models.items()}

@@ -164,3 +164,17 @@ def test_a_checkpoint_from_before_the_prior_keeps_predicting_the_same():
     assert restored.predict_proba_one(probe) == model.predict_proba_one(probe)
     restored.learn_one(probe, True)
     assert restored.n_learned == 201
+
+
+def test_explanation_reads_rivers_current_weights_exactly():
+    """explain_one fuses scaling and weighting and keeps a copy of River's weights until the next label."""
+    model = ChurnClassifier(learning_rate=0.1)
+    for x, y in _stream(400, seed=4):
+        explanation = model.explain_one(x)
+        scaled = model._scaler.transform_one(x)
+        weights = model._regression.weights
+        assert explanation.contributions == {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
+        assert explanation.intercept == model._regression.intercept
+        river = model._regression.predict_proba_one(scaled)[True]  # River's own logistic regression
+        assert _sigmoid(explanation.score) == pytest.approx(river, rel=1e-12)
+        model.learn_one(x, y)

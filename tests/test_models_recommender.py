@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from online_models import HybridRecommender, Recommendation
+from online_models.recommender import CategoryFilter
 
 HOUR_MS = 3_600_000
 
@@ -311,3 +312,19 @@ def test_cached_eligibility_matches_the_windows_at_any_time() -> None:
             expected = listed and (start is None or start <= now) and (end is None or now <= end)
             assert rec.is_rankable(item, now) == expected, (item, now)
 
+
+
+@pytest.mark.parametrize("boosts", [{}, {"outdoor": 0.5}])
+def test_ranked_records_are_the_recommendations_dicts(boosts: dict[str, float]) -> None:
+    """`RankedItems.records` builds the decision records from the columns: the same as `Recommendation.to_dict`."""
+    rec = HybridRecommender(seed=3)
+    for i in range(40):
+        rec.learn_one(f"u{i % 7}", f"item-{i % 13}", "outdoor" if i % 2 else "books", strength=2.0, ts_ms=i * 1000)
+    category_filter = CategoryFilter({}, 1.0, boosts) if boosts else None
+    ranked = rec.ranked("u1", 8, {"outdoor": 1.0, "books": 0.3}, 40_000, category_filter=category_filter)
+    expected = [r.to_dict() for r in ranked]
+    assert ranked.records(range(len(ranked))) == expected
+    assert ranked.records(range(2, 5)) == expected[2:5]
+    assert ranked.records([5, 0, 3]) == [expected[5], expected[0], expected[3]]
+    assert ranked.records(iter([1, 4])) == [expected[1], expected[4]]
+    assert all(("boost" in r["components"]) == bool(boosts) for r in ranked.records(range(len(ranked))))
