@@ -90,7 +90,7 @@ class UserFeatures:
         if event_type in CONTROL_EVENTS:
             return
         ts = event["ts"]
-        self.memory.observe(ts, self.last_ts, self.n_events)
+        self.memory.observe(ts, self.last_ts, self.n_events, event_type == "session_start")
         self.previous_ts = self.last_ts
         self.last_ts = max(self.last_ts, ts)
         self.n_events += 1

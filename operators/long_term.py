@@ -1,10 +1,10 @@
 """What a user's churn model needs over months: visits, served probability and held labels, and the compact
 record an idle user becomes when the full profile expires.
 
-`ChurnMemory` lives in every profile (`UserFeatures.memory`). It counts visits (events more than
-`VISIT_GAP_MS` apart start a new one), remembers the churn probability served at the user's latest
-behavioural event (what the quality metric scores a label against) and holds "not churned" labels
-until their horizon has passed (see `ChurnLabels`).
+`ChurnMemory` lives in every profile (`UserFeatures.memory`). It counts visits (a `session_start`, or an
+event more than `VISIT_GAP_MS` after the previous one, starts a new one), remembers the churn probability
+served at the user's latest behavioural event (what the quality metric scores a label against) and holds
+"not churned" labels until their horizon has passed (see `ChurnLabels`).
 
 `LongTermRecord` is the compact form of an idle profile: every churn-relevant aggregate (recency,
 frequency, monetary, tenure, the counts behind the behavioural ratios, recent sentiment, the last
@@ -27,7 +27,7 @@ from operators.history import InteractionHistory
 if TYPE_CHECKING:
     from operators.features import UserFeatures
 
-VISIT_GAP_MS = 30 * 60_000  # events further apart than this start a new visit (the usual web-analytics session timeout)
+VISIT_GAP_MS = 30 * 60_000  # without a session_start, a gap longer than this starts a visit (web analytics' timeout)
 MAX_HELD_LABELS = 16  # per user; beyond this the oldest held label is learned at once
 MS_PER_HOUR = 3_600_000.0
 MS_PER_DAY = 86_400_000.0
@@ -45,6 +45,9 @@ class ChurnMemory:
     >>> m.observe(3 * 86_400_000, last_ts=0, n_events=1)  # back after three days: a second visit
     >>> m.n_visits, m.visit_gap_ms == 3 * 86_400_000
     (2, True)
+    >>> m.observe(3 * 86_400_000 + 60_000, last_ts=3 * 86_400_000, n_events=2, session_start=True)  # its own session
+    >>> m.n_visits
+    3
     """
 
     __slots__ = ("held", "n_visits", "served_probability", "visit_gap_ms", "visit_start_ms", "winback_for_ms")
@@ -60,11 +63,16 @@ class ChurnMemory:
     def __reduce__(self) -> tuple[Callable[..., ChurnMemory], tuple[Any, ...]]:
         return _restore_memory, tuple([getattr(self, name) for name in ChurnMemory.__slots__])
 
-    def observe(self, ts: int, last_ts: int, n_events: int) -> None:
-        """Count a behavioural event at `ts`; `last_ts` and `n_events` describe the profile before it."""
+    def observe(self, ts: int, last_ts: int, n_events: int, session_start: bool = False) -> None:
+        """Count a behavioural event at `ts`; `last_ts` and `n_events` describe the profile before it.
+
+        A `session_start` starts a visit however soon it follows the previous event (a stream that marks
+        sessions defines its visits); the `VISIT_GAP_MS` timeout splits streams without session events
+        (CDNOW's purchases) and sessions left idle for longer.
+        """
         if n_events == 0:
             self.n_visits, self.visit_start_ms, self.visit_gap_ms = 1, ts, 0
-        elif ts - last_ts > VISIT_GAP_MS:
+        elif session_start or ts - last_ts > VISIT_GAP_MS:
             self.n_visits += 1
             self.visit_start_ms, self.visit_gap_ms = ts, ts - last_ts
 

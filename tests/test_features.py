@@ -48,6 +48,22 @@ def test_without_session_events_visits_are_the_sessions() -> None:
     p = feed(UserFeatures(first_ts=0), *purchases)
     f = p.churn_features()
     assert f["events_per_session"] == 1.0 and f["purchases_per_session"] == 1.0
+
+
+def test_marked_sessions_are_visits_however_close() -> None:
+    """Sessions five minutes apart are three visits, as the stream says; the 30-minute timeout would count one."""
+    minute = 60_000
+    events = []
+    for start in (0, 5 * minute, 10 * minute):
+        events += [{"type": "session_start", "ts": start},
+                   {"type": "page_view", "ts": start + 1_000, "item_id": "a", "category": "c", "dwell_ms": 1_000},
+                   {"type": "session_end", "ts": start + 2_000}]
+    p = feed(UserFeatures(first_ts=0), *events)
+    assert p.memory.n_visits == 3 and p.n_sessions == 3
+    f = p.churn_features()
+    assert f["visits_log"] == pytest.approx(math.log(3))
+    assert f["visit_gap_hours_log"] == pytest.approx(math.log1p((5 * minute - 2_000) / HOUR)), "gap before the visit"
+    assert f["events_per_session"] == 3.0
     assert f["visits_log"] == pytest.approx(math.log(3))
 
 
