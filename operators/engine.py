@@ -250,13 +250,14 @@ class PersonalizationEngine:
     def _learn(self, profile: UserFeatures, event: dict[str, Any]) -> dict[str, Any] | None:
         """Update the profile and every model this event teaches; return the chat message's sentiment, if any."""
         event_type = event["type"]
-        context, affinity = profile.items.recent, profile.category_affinity.copy()  # as they were before this event
-        profile.update(event)
         item_id = event.get("item_id")
-        if item_id is not None and event_type in INTERACTION_STRENGTH:
+        teaches_recommender = item_id is not None and event_type in INTERACTION_STRENGTH
+        if teaches_recommender:  # the user's context and affinities as they were before this event
+            context, affinity = profile.items.recent, profile.category_affinity.copy()
+        profile.update(event)
+        if teaches_recommender:
             self.recommender.learn_one(event["user_id"], item_id, event.get("category"),
-                                       INTERACTION_STRENGTH[event_type],
-                                       event["ts"], context, affinity)
+                                       INTERACTION_STRENGTH[event_type], event["ts"], context, affinity)
         if event_type == "churn_outcome" and profile.n_events:
             # Learned on the features served at the user's latest behavioural event: labels change no feature.
             self.churn_labels.on_label(profile.memory, profile.churn_features(), event["churned"], profile.last_ts,
@@ -287,7 +288,8 @@ class PersonalizationEngine:
         features = profile.churn_features()
         churn_explanation = self.churn.explain_one(features)
         churn_probability = float(sigmoid(churn_explanation.score))  # = predict_proba_one (tested), one pass
-        recommendations, applied_rules = self._recommend(profile, user_id, event["ts"])
+        affinity = profile.normalized_affinity()
+        recommendations, applied_rules = self._recommend(profile, user_id, event["ts"], affinity)
         context = {**features, "churn_probability": churn_probability}
         sentiment, escalation_rule = self._escalation_signal(profile)
         action = self.policy.decide(context, churn_probability, sentiment)
@@ -313,7 +315,7 @@ class PersonalizationEngine:
             model_versions=self.model_versions(),
             recommendation_weights=self.recommender.weights(),
             features={**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
-            category_affinity=profile.normalized_affinity(),
+            category_affinity=affinity,
             experiment=experiment,
         )
         return decision, context
@@ -326,12 +328,12 @@ class PersonalizationEngine:
         return profile.segment
 
     def _recommend(
-        self, profile: UserFeatures, user_id: str, now_ms: int
+        self, profile: UserFeatures, user_id: str, now_ms: int, affinity: dict[str, float]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Top-k under the business rules: the recommendations (as decision records), the rules that shaped them."""
+        """Top-k under the business rules (`affinity`: the profile's normalized category affinities): the
+        recommendations (as decision records), the rules that shaped them."""
         rules = self.rules.current()
         k = self.config.top_k
-        affinity = profile.normalized_affinity()
         category_filter = rules.category_filter()
         excluded = rules.exclusions(profile.history, now_ms)
         excluded_keys, keys_reason = rules.excluded_keys(profile.items)

@@ -88,7 +88,8 @@ def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) 
     profile.history.last_offer_ms = now_ms
     memory.winback_for_ms = profile.last_ts
     user_id = profile.user_id
-    recommendations, applied_rules = engine._recommend(profile, user_id, now_ms)
+    affinity = profile.normalized_affinity()
+    recommendations, applied_rules = engine._recommend(profile, user_id, now_ms, affinity)
     quiet_days = (now_ms - profile.last_ts) / MS_PER_DAY
     event_id = f"{TRIGGER}:{user_id}:{profile.last_ts}"  # one per quiet stretch: replays rewrite the same decision
     return decisions.personalized(
@@ -106,6 +107,6 @@ def win_back(engine: PersonalizationEngine, profile: UserFeatures, now_ms: int) 
         model_versions=engine.model_versions(),
         recommendation_weights=None,  # left out of win-backs (as before the decision was typed)
         features={**features, "sessions": profile.n_sessions, "purchases": profile.n_purchases},
-        category_affinity=profile.normalized_affinity(),
+        category_affinity=affinity,
         experiment=experiment.label(arm),
     )
