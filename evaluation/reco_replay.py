@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evaluation.progress import progress_bar
 from evaluation.reco_baselines import StreamRecommender
 from evaluation.replay import Replay
 from operators.engine import EngineConfig, PersonalizationEngine
@@ -138,7 +139,7 @@ def _replay(engine: PersonalizationEngine, interactions: list[Interaction], item
     steps: list[int] = []
     trace: list[tuple[int, dict[str, float]]] = []
     trace_every = max(n // 200, 1)
-    for step, event in enumerate(_progress(interactions, progress, "replay")):
+    for step, event in enumerate(progress_bar(interactions, progress, "replay")):
         user, item = event.user, event.item
         if event.positive and user in shown[PULSE]:
             users.append(user)
@@ -192,11 +193,3 @@ def _top_k(scores: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
 
 def _fields(config: EngineConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
-
-
-def _progress(items: Iterable, show: bool, desc: str) -> Iterable:
-    if not show:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="ev", mininterval=0.5, total=len(items) if hasattr(items, "__len__") else None)

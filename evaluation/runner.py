@@ -31,6 +31,7 @@ import numpy as np
 from river.utils.math import sigmoid
 
 from evaluation import metrics as M
+from evaluation.progress import progress_bar
 from online_models import ChurnClassifier, HybridRecommender, SentimentClassifier
 from online_models.bandit import NBA_ACTIONS, EpsilonGreedyBandit
 from online_models.confidence import decision_confidence
@@ -274,12 +275,7 @@ def run(cfg: EvalConfig, progress: bool = False, on_decision: Callable[[str, dic
             if entry["context"] is not None:  # the bandit learns once the decision's outcome is complete
                 bandit.update(entry["action"], entry["context"], entry["reward"])
 
-    iterator = iter(stream)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=cfg.events, desc=f"evaluate {cfg.scenario}", unit="ev", mininterval=0.5)
-    for step, event in enumerate(iterator):
+    for step, event in enumerate(progress_bar(stream, progress, f"evaluate {cfg.scenario}", total=cfg.events)):
         uid, etype, ts = event["user_id"], event["type"], event["ts"]
         bucket = step // bucket_size
         organic_view = etype == "page_view" and event.get("decision_id") is None

@@ -26,13 +26,14 @@ import datetime
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evaluation.datasets.cdnow_baselines import Baselines
 from evaluation.fetch import PackageFile, package_file
+from evaluation.progress import progress_bar
 from evaluation.replay import Replay
 from operators.engine import EngineConfig, PersonalizationEngine
 from operators.features import CHURN_FEATURES
@@ -175,13 +176,7 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     run = Run(horizon_days)
     served: dict[str, tuple[float, dict[str, float]]] = {}  # customer -> the last purchase's decision
     last_day = max((e["ts"] // MS_PER_DAY + EPOCH_DAY for e in events if e["type"] == "purchase"), default=0)
-    iterator: Iterator[dict[str, Any]] = iter(events)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=len(events), desc=f"cdnow H={horizon_days}", unit="ev", mininterval=0.5,
-                        file=sys.stderr)
-    for event in iterator:
+    for event in progress_bar(events, progress, f"cdnow H={horizon_days}"):
         user = event["user_id"]
         customer = user.removeprefix("cdnow-")
         day = event["ts"] // MS_PER_DAY + EPOCH_DAY

@@ -32,6 +32,7 @@ from river.utils.math import sigmoid
 from evaluation.bootstrap import GroupResampler
 from evaluation.datasets.sentiment_baselines import BASELINES
 from evaluation.datasets.vader_sets import SETS, LabelledText, load_sets
+from evaluation.progress import progress_bar
 from evaluation.replay import Replay
 from operators.engine import EngineConfig, PersonalizationEngine
 
@@ -136,7 +137,7 @@ def replay_set(name: str, rows: list[LabelledText], seed: int, chat_users: int, 
     pulse = PulseStep(seed)
     baselines = {method: factory() for method, factory in BASELINES.items()}
     run = SetRun(name, predictions={PULSE: [], **{method: [] for method in baselines}})
-    for index, row in _progress(order, progress, f"sentiment {name}"):
+    for index, row in enumerate(progress_bar(order, progress, f"sentiment {name}", unit="msg")):
         event = chat_event(name, index, row, chat_users)
         score, wall, cpu = pulse.score(event)
         if score is None:
@@ -190,7 +191,8 @@ def throughput_run(data: dict[str, list[LabelledText]], seed: int, chat_users: i
     window = max(int(n * WINDOW), 1)
     copies: dict[str, bytes] = {}
     tail: list[LabelledText] = []
-    for index, row in _progress(_cycled(pool, seed, n), progress, "sentiment throughput", total=n):
+    for index, row in enumerate(progress_bar(_cycled(pool, seed, n), progress, "sentiment throughput", total=n,
+                                             unit="msg")):
         if index in (window, n - window):
             copies["early" if index == window else "late"] = pickle.dumps(pulse.replay.engine.sentiment)
         if index >= n - window:
@@ -227,15 +229,6 @@ def _cycled(pool: list[LabelledText], seed: int, n: int) -> Iterator[LabelledTex
             yield row
             n -= 1
         cycle += 1
-
-
-def _progress(items, progress: bool, desc: str, total: int | None = None) -> Iterator[tuple[int, LabelledText]]:
-    iterator = enumerate(items)
-    if not progress:
-        return iterator
-    from tqdm import tqdm
-
-    return tqdm(iterator, total=total if total is not None else len(items), desc=desc, unit="msg", mininterval=0.5)
 
 
 def rates(seconds: list[float], share: float = WINDOW) -> tuple[float, float]:
