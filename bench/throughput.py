@@ -159,9 +159,9 @@ def run_pipeline(name: str, commands: list[list[str]], env: dict[str, str], expe
                 raise TimeoutError(f"{name}: only {len(reader.stamps)} of {expected} decisions "
                                    f"after {timeout_s:.0f}s (logs in {workdir})")
             if any(p.poll() not in (None, 0) for p in processes):
-                logs = sorted(workdir.glob(f"{name}-*.log"))
+                paths = sorted(workdir.glob(f"{name}-*.log"))
                 raise RuntimeError(f"{name} exited with {[p.poll() for p in processes]}: "
-                                   + "\n".join(log.read_text(errors="replace")[-3000:] for log in logs))
+                                   + "\n".join(path.read_text(errors="replace")[-3000:] for path in paths))
         wall_s = time.monotonic() - started
         meter.sample()
     finally:

@@ -18,7 +18,10 @@ Decisions without consent are published to subscribers, never stored.
 
 A batch is encoded once as raw RESP commands and sent in one write on one connection: redis-py's
 pipeline builds each command through several Python layers, which cost more than Redis itself
-needs for these writes.
+needs for these writes. Its replies are read when the next batch is sent (or at `flush` and `close`),
+so Redis runs one batch while the engine decides the next instead of the engine waiting for it; an
+error Redis reports is therefore raised one batch later. A batch whose replies were not read is sent
+again on a new connection when the old one fails (the scripts are idempotent per decision).
 """
 
 from __future__ import annotations
@@ -79,24 +82,22 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
         self._ttl = str(settings.decision_ttl_s).encode()
         self._keep = str(settings.explanations_per_user).encode()
         self._index = settings.explanation_key("").encode()
+        self._connection: redis.connection.Connection | None = None
+        self._in_flight: list[tuple[bytes, int]] = []  # sent batches (RESP, replies) not confirmed yet, oldest first
 
     def write_batch(self, items: list[DecisionOut]) -> None:
-        """One round trip per batch; retried with backoff until Redis accepts it (nothing is dropped).
+        """Send the batch and read the replies of the one before it; retried with backoff until Redis has
+        both (nothing is dropped).
 
-        Raises redis.ResponseError if Redis rejects a command (after reading every reply of the batch).
+        Raises redis.ResponseError if Redis rejected a command of the earlier batch (after reading all its replies).
         """
-        if not items:
-            return
-        packed, n_replies = self.encode(items)
-        backoff = Backoff(0.1, cap=MAX_BACKOFF_S)
-        while True:
-            try:
-                self._send(packed, n_replies)
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                delay = backoff.next()
-                log.warning("redis write of %d decisions failed (%s); retrying in %.1fs", len(items), exc, delay)
-                time.sleep(delay)
+        if items:
+            self._exchange(self.encode(items))
+
+    def flush(self) -> None:
+        """Read the replies of the batch still in flight: after it Redis has run every batch written."""
+        if self._in_flight:
+            self._exchange(None)
 
     def encode(self, items: list[DecisionOut]) -> tuple[bytes, int]:
         """The batch's commands as one RESP buffer, and how many replies they produce (one per decision)."""
@@ -114,27 +115,54 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
                                              item.decision_id.encode(), index, user, channel))
         return b"".join(commands), len(items)
 
-    def _send(self, packed: bytes, n_replies: int) -> None:
-        pool = self._client.connection_pool
-        connection = pool.get_connection()
+    def _exchange(self, batch: tuple[bytes, int] | None) -> None:
+        """Send `batch` (if any), then read the replies of every batch sent before it."""
+        unsent = [batch] if batch is not None else []
+        backoff = Backoff(0.1, cap=MAX_BACKOFF_S)
+        while True:
+            try:
+                if self._connection is None:  # a new socket: the batches never confirmed go first, in order
+                    self._connection = self._client.connection_pool.get_connection()
+                    unsent, self._in_flight = self._in_flight + unsent, []
+                while unsent:
+                    self._connection.send_packed_command([unsent[0][0]], check_health=False)
+                    self._in_flight.append(unsent.pop(0))
+                while len(self._in_flight) > (batch is not None):
+                    self._confirm_oldest()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._disconnect()
+                delay = backoff.next()
+                log.warning("redis write of %d batches failed (%s); retrying in %.1fs",
+                            len(self._in_flight) + len(unsent), exc, delay)
+                time.sleep(delay)
+
+    def _confirm_oldest(self) -> None:
+        """Read every reply of the oldest batch in flight; then raise the first command Redis rejected, if any."""
+        assert self._connection is not None
         rejected: redis.ResponseError | None = None
-        try:
-            connection.send_packed_command([packed])
-            for _ in range(n_replies):
-                try:
-                    connection.read_response()
-                except redis.ResponseError as exc:
-                    rejected = rejected or exc
-        except BaseException:
-            connection.disconnect()  # replies may be left unread: never reuse this socket
-            raise
-        finally:
-            pool.release(connection)
+        for _ in range(self._in_flight[0][1]):
+            try:
+                self._connection.read_response()
+            except redis.ResponseError as exc:
+                rejected = rejected or exc
+        self._in_flight.pop(0)
         if rejected is not None:
             raise rejected
 
+    def _disconnect(self) -> None:
+        """Drop the socket (replies may be left unread on it: never reuse it)."""
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._client.connection_pool.release(self._connection)
+            self._connection = None
+
     def close(self) -> None:
-        self._client.close()
+        try:
+            self.flush()
+        finally:
+            self._disconnect()
+            self._client.close()
 
 
 class RedisDecisionSink(DynamicSink[DecisionOut]):

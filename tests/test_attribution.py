@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from operators.attribution import MAX_PENDING, PendingDecision, PendingDecisions
+from operators.attribution import MAX_PENDING, OutcomeLabels, PendingDecision, PendingDecisions
 
 WINDOW = 1_000
 
@@ -59,3 +59,36 @@ def test_context_is_packed_and_its_names_shared() -> None:
     assert first.context == {"x": 1.0} and first._context_names is second._context_names
     restored = pickle.loads(pickle.dumps(first))
     assert restored == first and restored.context == {"x": 1.0} and restored._context_names is first._context_names
+
+
+def test_pending_decisions_pickle_as_columns_and_restore_exactly() -> None:
+    labels = OutcomeLabels("exp", "arm", True, "page_view")
+    p = PendingDecisions([
+        PendingDecision("d-1", 10, "recommend", 0.9, ("i1", "i2"), {"x": 1.5, "y": -2.0}, labels=labels),
+        PendingDecision("d-2", 20, "discount", 0.1, (), {}, reward=0.6, outcomes=("e-3",), joined_by="window",
+                        revenue=12.5),
+        PendingDecision("d-3", 30, "recommend", 1.0, ("i3",), {"z": 0.25}),
+    ])
+    blob = pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)
+    restored = pickle.loads(blob)
+    assert restored.entries == p.entries
+    assert [d.context for d in restored.entries] == [{"x": 1.5, "y": -2.0}, {}, {"z": 0.25}]
+    assert restored.entries[0].labels is labels  # shared again, not one tuple per decision
+    assert pickle.loads(pickle.dumps(PendingDecisions())).entries == []
+    assert blob.count(b"_restore_pending") == 1  # one reduction for the whole list, not one per decision
+
+
+def test_pending_decisions_of_older_snapshots_still_restore() -> None:
+    entries = [PendingDecision("d-1", 10, "recommend", 0.9, ("i1",), {"x": 1.0})]
+    older = pickle.dumps(_OlderPending(entries))
+    assert pickle.loads(older).entries == entries
+
+
+class _OlderPending:
+    """Pickles like PendingDecisions did before its columns: the class called with the list of entries."""
+
+    def __init__(self, entries: list[PendingDecision]) -> None:
+        self.entries = entries
+
+    def __reduce__(self) -> tuple[type, tuple[list[PendingDecision]]]:
+        return PendingDecisions, (self.entries,)

@@ -56,6 +56,7 @@ def test_batch_stores_latest_and_explanations_and_publishes(redis_server: LocalS
     payloads = [b'{"seq":1,"bin":"\\r\\n\x00"}', b'{"seq":2}']
     writer.write_batch([DecisionOut("ann", "d-1", payloads[0], False), DecisionOut("ann", "d-2", payloads[1], False),
                         DecisionOut("bob", "d-3", b'{"seq":3}', False)])
+    writer.flush()
     assert client.get(settings.decision_key("ann")) == payloads[1]  # the latest of the batch wins
     assert client.hgetall(settings.explanations_key("ann")) == {b"d-1": payloads[0], b"d-2": payloads[1]}
     assert client.lrange(settings.explanation_ids_key("ann"), 0, -1) == [b"d-2", b"d-1"]
@@ -66,6 +67,7 @@ def test_batch_stores_latest_and_explanations_and_publishes(redis_server: LocalS
     received = [subscriber.get_message(timeout=2)["data"] for _ in range(3)]
     assert received == [*payloads, b'{"seq":3}']
     writer.write_batch([DecisionOut("ann", "d-1", payloads[0], False)])  # a replayed decision is not kept twice
+    writer.flush()
     assert client.lrange(settings.explanation_ids_key("ann"), 0, -1) == [b"d-1", b"d-2"]
     writer.close()
     subscriber.close()
@@ -76,6 +78,7 @@ def test_each_user_keeps_only_their_last_n_explanations(redis_server: LocalServe
     client = redis.Redis(port=redis_server.port)
     writer = RedisDecisionWriter(settings)
     writer.write_batch([DecisionOut("ann", f"d-{i}", b'{"i":%d}' % i, False) for i in range(50)])
+    writer.flush()
     assert client.lrange(settings.explanation_ids_key("ann"), 0, -1) == [b"d-49", b"d-48", b"d-47"]
     assert sorted(client.hkeys(settings.explanations_key("ann"))) == [b"d-47", b"d-48", b"d-49"]
     index = [key for key in client.scan_iter(settings.explanation_key("*"))]
@@ -93,14 +96,17 @@ def test_erasure_leaves_nothing_of_the_user(redis_server: LocalServer, erasure: 
     chat = b'{"user_id":"p-ann","words":{"zebra":-0.4,"umbrella":0.1}}'
     writer.write_batch([DecisionOut("p-ann", f"d-{i}", chat, False) for i in range(30)]
                        + [DecisionOut("bob", "d-bob", b'{"user_id":"bob"}', False)])
+    writer.flush()
     assert holding(client, ["p-ann", "zebra"])  # the search finds them before the erasure (the test can fail)
     last = b'{"user_id":"p-ann","forgotten":true}' if erasure == "forget_user" else b'{"user_id":"p-ann"}'
     out = DecisionOut("p-ann", "d-last", last, forget=erasure == "forget_user", personal=False)
     writer.write_batch([out])
+    writer.flush()
     assert holding(client, ["p-ann", "zebra", "umbrella"]) == []
     assert client.get(settings.decision_key("bob")) == b'{"user_id":"bob"}'  # other users keep theirs
     assert [subscriber.get_message(timeout=2)["data"] for _ in range(31)][-1] == last  # published, not stored
     writer.write_batch([DecisionOut("p-ann", "d-later", b'{"user_id":"p-ann"}', False, personal=False)])
+    writer.flush()
     assert holding(client, ["p-ann"]) == []  # decisions without consent are never stored
     writer.close()
     subscriber.close()
@@ -114,11 +120,32 @@ def test_rejected_commands_raise_after_the_batch_is_read_and_the_writer_recovers
         writer = RedisDecisionWriter(settings)
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", 1)
-        with pytest.raises(redis.ResponseError, match="maxmemory"):
-            writer.write_batch([DecisionOut("ann", "d-1", b"{}", False)])
+        writer.write_batch([DecisionOut("ann", "d-1", b"{}", False)])  # its replies are read with the next batch
         client.config_set("maxmemory", 0)
-        writer.write_batch([DecisionOut("ann", "d-2", b'{"ok":1}', False)])  # the connection was not left out of step
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            writer.write_batch([DecisionOut("ann", "d-2", b'{"ok":1}', False)])
+        writer.flush()  # the connection was not left out of step: d-2's reply is read, and it was stored
         assert client.get(settings.decision_key("ann")) == b'{"ok":1}'
+        client.config_set("maxmemory", 1)
+        writer.write_batch([DecisionOut("ann", "d-3", b"{}", False)])
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            writer.flush()
+        client.config_set("maxmemory", 0)
         writer.close()
     finally:
         server.stop()
+
+
+def test_a_batch_never_confirmed_is_sent_again_on_a_new_connection(redis_server: LocalServer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_for(redis_server.port)
+    client = redis.Redis(port=redis_server.port)
+    writer = RedisDecisionWriter(settings)
+    writer.write_batch([DecisionOut("ann", "d-1", b'{"seq":1}', False)])
+    assert client.client_kill_filter(skipme=True, _type="normal") >= 1  # the writer's socket
+    writer.write_batch([DecisionOut("bob", "d-2", b'{"seq":2}', False)])  # sent into the closed socket
+    writer.flush()
+    assert "retrying" in caplog.text  # its reply never came: sent again on a new connection
+    assert client.get(settings.decision_key("ann")) == b'{"seq":1}'
+    assert client.get(settings.decision_key("bob")) == b'{"seq":2}'
+    writer.close()
