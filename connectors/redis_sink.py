@@ -73,15 +73,33 @@ def resp_command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+_STORE_HEAD = b"*13\r\n" + _bulk(b"EVAL") + _bulk(STORE) + _bulk(b"3")  # then 3 keys and 7 arguments
+_ERASE_HEAD = b"*9\r\n" + _bulk(b"EVAL") + _bulk(ERASE) + _bulk(b"3")  # then 3 keys and 3 arguments
+
+
+def _key_prefixes(settings: Settings) -> tuple[bytes, bytes, bytes, bytes]:
+    """The user's latest-decision, explanations and explanation-ids keys and decision channel are these + the id."""
+    prefixes = (settings.decision_key(""), settings.explanations_key(""), settings.explanation_ids_key(""),
+                settings.decision_channel(""))
+    assert (settings.decision_key("u"), settings.explanations_key("u"), settings.explanation_ids_key("u"),
+            settings.decision_channel("u")) == tuple(prefix + "u" for prefix in prefixes), "keys end with the user id"
+    return tuple(prefix.encode() for prefix in prefixes)  # type: ignore[return-value]
+
+
 class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
     """Writes batches of decisions to Redis: one script call per decision, storing or erasing (module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
-        self._ttl = str(settings.decision_ttl_s).encode()
-        self._keep = str(settings.explanations_per_user).encode()
-        self._index = settings.explanation_key("").encode()
+        self._key_prefixes = _key_prefixes(settings)
+        self._ttl_arg = _bulk(str(settings.decision_ttl_s).encode())
+        self._keep_arg = _bulk(str(settings.explanations_per_user).encode())
+        self._index_arg = _bulk(settings.explanation_key("").encode())
         self._connection: redis.connection.Connection | None = None
         self._in_flight: list[tuple[bytes, int]] = []  # sent batches (RESP, replies) not confirmed yet, oldest first
 
@@ -100,20 +118,31 @@ class RedisDecisionWriter(StatelessSinkPartition[DecisionOut]):
             self._exchange(None)
 
     def encode(self, items: list[DecisionOut]) -> tuple[bytes, int]:
-        """The batch's commands as one RESP buffer, and how many replies they produce (one per decision)."""
-        settings, ttl, keep, index = self._settings, self._ttl, self._keep, self._index
-        commands = []
+        """The batch's commands as one RESP buffer, and how many replies they produce (one per decision).
+
+        The same bytes as `resp_command(b"EVAL", STORE or ERASE, b"3", *keys, ...)` per decision, gathered as
+        parts and joined once: each payload (kilobytes) is copied once, the script and its header never.
+        """
+        parts: list[bytes] = []
+        add = parts.append
+        prefixes, ttl, keep, index = self._key_prefixes, self._ttl_arg, self._keep_arg, self._index_arg
         for item in items:
             user = item.user_id.encode()
-            keys = (settings.decision_key(item.user_id).encode(), settings.explanations_key(item.user_id).encode(),
-                    settings.explanation_ids_key(item.user_id).encode())
-            channel = settings.decision_channel(item.user_id).encode()
-            if item.forget or not item.personal:
-                commands.append(resp_command(b"EVAL", ERASE, b"3", *keys, item.payload, index, channel))
+            erase = item.forget or not item.personal
+            add(_ERASE_HEAD if erase else _STORE_HEAD)
+            for prefix in prefixes[:3]:
+                add(b"$%d\r\n%s%s\r\n" % (len(prefix) + len(user), prefix, user))
+            payload = item.payload
+            add(b"$%d\r\n" % len(payload))
+            add(payload)
+            if erase:
+                add(b"\r\n" + index)
             else:
-                commands.append(resp_command(b"EVAL", STORE, b"3", *keys, item.payload, ttl, keep,
-                                             item.decision_id.encode(), index, user, channel))
-        return b"".join(commands), len(items)
+                decision = item.decision_id.encode()
+                add(b"\r\n%s%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (ttl, keep, len(decision), decision, index, len(user),
+                                                                   user))
+            add(b"$%d\r\n%s%s\r\n" % (len(prefixes[3]) + len(user), prefixes[3], user))
+        return b"".join(parts), len(items)
 
     def _exchange(self, batch: tuple[bytes, int] | None) -> None:
         """Send `batch` (if any), then read the replies of every batch sent before it."""

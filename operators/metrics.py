@@ -123,6 +123,10 @@ class ThreadCounts:
         self._per_thread: list[dict[Hashable, float]] = []
         self._lock = threading.Lock()  # taken once per thread, and by readers
 
+    def mine(self) -> dict[Hashable, float]:
+        """This thread's counts (add to them directly on hot paths)."""
+        return self._mine()
+
     def _mine(self) -> dict[Hashable, float]:
         try:
             return self._local.counts
@@ -134,7 +138,10 @@ class ThreadCounts:
 
     def add(self, key: Hashable, amount: float = 1) -> None:
         """Count `amount` more under `key`."""
-        counts = self._mine()
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._mine()
         counts[key] = counts.get(key, 0) + amount
 
     def totals(self) -> dict[Hashable, float]:
@@ -177,8 +184,11 @@ class _DurationHistogram:
 
     def observe(self, value: str, seconds: float) -> None:
         """Add one observation under label `value`."""
-        self.counts.add((value, bisect.bisect_left(self._buckets, seconds)))  # bucket i: <= buckets[i]; last: +Inf
-        self.counts.add((value, "sum"), seconds)
+        counts = self.counts.mine()
+        bucket = (value, bisect.bisect_left(self._buckets, seconds))  # bucket i: <= buckets[i]; last: +Inf
+        counts[bucket] = counts.get(bucket, 0) + 1
+        total = (value, "sum")
+        counts[total] = counts.get(total, 0) + seconds
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         totals = self.counts.totals()
