@@ -83,6 +83,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         churn_horizon_ms=settings.churn_horizon_s * 1000, churn_learning_rate=settings.churn_learning_rate,
         churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
         churn_frequency_prior=settings.churn_frequency_prior, offer_min_confidence=settings.offer_min_confidence,
+        **settings.churn_step_config(),
         winback_min_idle_ms=settings.winback_min_idle_s * 1000, winback_channel=settings.winback_channel,
         recommender=settings.recommender_config(),
     )

@@ -10,6 +10,7 @@ from river.utils.math import sigmoid
 
 from online_models.explanation import Explanation
 from online_models.scaling import BoundedStandardScaler
+from online_models.step_boost import BoostedRate, StepBooster, log_loss_of_logit
 
 __all__ = ["FREQUENCY_FEATURE", "ChurnClassifier"]
 
@@ -79,6 +80,13 @@ class ChurnClassifier(base.Classifier):
     on the CDNOW replay at H = 90, the first half of H = 180 and the simulator's scenarios
     (docs/evaluation.md).
 
+    `step_boost` > 1 makes the steps (of the weights and the intercept) drift-adaptive
+    (online_models.step_boost): a Page-Hinkley test on the model's own log-loss per label, taken before
+    it learns the label, detects a jump (`change_threshold` nats above the running mean plus
+    `change_allowance` per label); the steps are then multiplied by `step_boost`, decaying back to 1
+    with time constant `boost_decay_labels` labels. Fast tracking after a change, the base step's low
+    variance otherwise; predicting and explaining are unchanged (one linear model). 1 (default): off.
+
     >>> model = ChurnClassifier(learning_rate=0.1)
     >>> round(model.predict_proba_one({"visits_log": math.log(4)})[True], 6)  # the prior alone: odds 1 / 4
     0.2
@@ -93,13 +101,20 @@ class ChurnClassifier(base.Classifier):
     True
     >>> model.version
     'churn-logreg@200'
+    >>> adaptive = ChurnClassifier(learning_rate=0.02, step_boost=5.0)
+    >>> for i in range(600):  # the label relationship flips after 300 labels
+    ...     adaptive.learn_one({"idle_days": float(i % 2)}, bool(i % 2) == (i < 300))
+    >>> adaptive.step_changes  # detected 5 labels after the flip; the step then shrinks back to 0.02
+    [305]
     """
 
     NAME = "churn-logreg"
 
     def __init__(self, learning_rate: float = 0.01, l2: float = 0.0, optimizer: str = "sgd",
                  intercept_lr: float = 0.01, bound: float = 3.0, decay_steps: float = 0.0,
-                 frequency_prior: float = 1.0, features: tuple[str, ...] | None = None) -> None:
+                 frequency_prior: float = 1.0, features: tuple[str, ...] | None = None, step_boost: float = 1.0,
+                 boost_decay_labels: float = 50.0, change_threshold: float = 7.0,
+                 change_allowance: float = 0.1) -> None:
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not l2 >= 0:
@@ -120,10 +135,20 @@ class ChurnClassifier(base.Classifier):
         self.decay_steps = decay_steps
         self.frequency_prior = frequency_prior
         self.features = None if features is None else tuple(features)
-        rate = DecayingRate(learning_rate, decay_steps) if optimizer == "sgd" and decay_steps else learning_rate
+        self.step_boost = step_boost
+        self.boost_decay_labels = boost_decay_labels
+        self.change_threshold = change_threshold
+        self.change_allowance = change_allowance
+        rate = (DecayingRate(learning_rate, decay_steps) if optimizer == "sgd" and decay_steps
+                else optim.schedulers.Constant(learning_rate))
+        intercept_rate: optim.base.Scheduler = optim.schedulers.Constant(intercept_lr)
+        self._booster: StepBooster | None = None  # None: constant steps
+        if step_boost != 1.0:
+            self._booster = StepBooster(step_boost, boost_decay_labels, change_threshold, change_allowance)
+            rate, intercept_rate = BoostedRate(rate, self._booster), BoostedRate(intercept_rate, self._booster)
         self._scaler = BoundedStandardScaler(bound)
         self._regression = OffsetLogisticRegression(
-            optimizer=OPTIMIZERS[optimizer](rate), l2=l2, intercept_lr=intercept_lr)
+            optimizer=OPTIMIZERS[optimizer](rate), l2=l2, intercept_lr=intercept_rate)
         self._n_learned = 0
         self._weights_copy: dict | None = None  # see _weights()
 
@@ -132,6 +157,7 @@ class ChurnClassifier(base.Classifier):
         yield {"learning_rate": 0.1}
         yield {"optimizer": "adagrad", "l2": 0.001, "frequency_prior": 0.0}
         yield {"features": ("visits_log", "recency_hours_log")}
+        yield {"learning_rate": 0.05, "step_boost": 4.0, "boost_decay_labels": 20.0, "change_threshold": 3.0}
 
     @property
     def _multiclass(self) -> bool:
@@ -141,6 +167,16 @@ class ChurnClassifier(base.Classifier):
     def n_learned(self) -> int:
         """Number of labelled examples learned so far."""
         return self._n_learned
+
+    @property
+    def step_changes(self) -> list[int]:
+        """Labels (0-based) at which a jump of the log-loss boosted the step (always empty with `step_boost` 1)."""
+        return [] if self._booster is None else list(self._booster.changes)
+
+    @property
+    def step_multiplier(self) -> float:
+        """The factor the base steps are multiplied by now (1: base steps)."""
+        return 1.0 if self._booster is None else self._booster.multiplier
 
     @property
     def version(self) -> str:
@@ -158,6 +194,9 @@ class ChurnClassifier(base.Classifier):
             state["frequency_prior"] = 0.0
             state["_regression"].__class__ = OffsetLogisticRegression
         state.setdefault("features", None)  # ... and from before the model chose its inputs: it read them all
+        if "step_boost" not in state:  # ... and from before drift-adaptive steps: it learned with constant ones
+            state.update(step_boost=1.0, boost_decay_labels=50.0, change_threshold=7.0, change_allowance=0.1,
+                         _booster=None)
         self.__dict__.update(state)
         self._weights_copy = None
 
@@ -175,6 +214,9 @@ class ChurnClassifier(base.Classifier):
     def learn_one(self, x: dict, y: bool) -> None:
         """Update the scaler statistics, then the regression on the scaled example with the prior as offset."""
         x = self._inputs(x)
+        if self._booster is not None:  # the label's progressive log-loss sets this step's size
+            logit = self._regression._raw_dot_one(self._scaler.transform_one(x)) + self.prior_logit(x)
+            self._booster.observe(log_loss_of_logit(logit, bool(y)))
         self._scaler.learn_one(x)
         self._regression.learn_offset_one(self._scaler.transform_one(x), bool(y), self.prior_logit(x))
         self._n_learned += 1

@@ -84,6 +84,10 @@ class EngineConfig:
     churn_learning_rate: float = 0.02  # churn model's SGD step per label without a horizon ...
     churn_horizon_learning_rate: float = 0.002  # ... and with one (a day's labels come in cohort blocks)
     churn_frequency_prior: float = 1.0  # logit -k * log(visits) before labels (online_models.churn)
+    churn_step_boost: float = 5.0  # step factor after the churn log-loss jumps (online_models.step_boost), no horizon
+    churn_boost_decay_labels: float = 50.0  # ... decaying back to the base step with this time constant
+    churn_change_threshold: float = 7.0  # Page-Hinkley threshold on the churn log-loss (nats) ...
+    churn_change_allowance: float = 0.1  # ... and its allowance per label
     offer_min_confidence: float = 0.2  # offers need at least this decision confidence (cold_start)
     winback_min_idle_ms: int = 7 * 86_400_000  # quiet time before the first win-back check; 0: no win-back
     winback_channel: str = "email"
@@ -99,10 +103,12 @@ class PersonalizationEngine:
         # drift each is replaced by a fresh model retrained on the examples since the change.
         # Labels learned at their horizon come in cohorts of decisions whose mix shifts with the customers, which
         # ADWIN reads as drift: then a drift is only counted (CDNOW, H = 90: 36 to 50 retrains cost 0.06 AUC).
+        # The same cohorts make the log-loss jump without a change: the step boost only serves labels learned on
+        # arrival (CDNOW, H = 90: boosted steps lost a cell against the RFM logistic, 5 of 6).
         churn_rate = config.churn_horizon_learning_rate if config.churn_horizon_ms else config.churn_learning_rate
         self.churn_adaptive = DriftAdaptive(
             partial(ChurnClassifier, learning_rate=churn_rate, frequency_prior=config.churn_frequency_prior,
-                    features=CHURN_MODEL_FEATURES),
+                    features=CHURN_MODEL_FEATURES, **churn_step_parameters(config)),
             _learn_example, buffer_size=DRIFT_REPLAY, retrain=not config.churn_horizon_ms)
         self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
         self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)
@@ -430,6 +436,13 @@ class PersonalizationEngine:
 
 def _header(event: dict[str, Any], ingest_ms: int, decided_ms: int) -> decisions.Header:
     return decisions.header(event["event_id"], event["user_id"], event["type"], event["ts"], ingest_ms, decided_ms)
+
+
+def churn_step_parameters(config: EngineConfig) -> dict[str, float]:
+    """The churn model's drift-adaptive step settings (ChurnClassifier keywords); constant steps with a horizon."""
+    return {"step_boost": 1.0 if config.churn_horizon_ms else config.churn_step_boost,
+            "boost_decay_labels": config.churn_boost_decay_labels,
+            "change_threshold": config.churn_change_threshold, "change_allowance": config.churn_change_allowance}
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

@@ -144,6 +144,18 @@ class Settings:
     churn_frequency_prior: float = setting("PULSE_CHURN_FREQUENCY_PRIOR", "1.0",
         "Strength k of the churn model's fixed frequency prior: its logit includes -k * log(visits), so before "
         "any label the odds of churn are 1 / visits^k; labels learn corrections. 0: no prior.")
+    churn_step_boost: float = setting("PULSE_CHURN_STEP_BOOST", "5.0",
+        "Drift-adaptive churn steps: when the churn model's log-loss per label jumps (a Page-Hinkley test), its "
+        "SGD steps are multiplied by this, decaying back to the base step. Labels learned on arrival only "
+        "(PULSE_CHURN_HORIZON_S 0): with a horizon, a day's label cohorts make the loss jump without a change, "
+        "and steps stay constant. 1: constant steps.")
+    churn_boost_decay_labels: float = setting("PULSE_CHURN_BOOST_DECAY_LABELS", "50",
+        "Time constant, in labels, of the decay of the churn model's boosted step back to its base step.")
+    churn_change_threshold: float = setting("PULSE_CHURN_CHANGE_THRESHOLD", "7.0",
+        "Page-Hinkley threshold (nats) of the churn step boost: a change is detected when the log-loss since "
+        "its lowest cumulative point exceeds its running mean plus PULSE_CHURN_CHANGE_ALLOWANCE per label by this.")
+    churn_change_allowance: float = setting("PULSE_CHURN_CHANGE_ALLOWANCE", "0.1",
+        "Log-loss per label above the running mean that the churn change test tolerates (Page-Hinkley delta).")
     long_term_retention_s: int = setting("PULSE_LONG_TERM_RETENTION_S", "63072000",
         "How long after their latest event (default two years) an idle user's long-term record (churn aggregates, "
         "about 210 bytes) is kept once the full profile expired; 0: none, idle users are dropped at "
@@ -268,6 +280,13 @@ class Settings:
                 raise ConfigError(f"{setting_doc(name).var} must be positive")
         if not self.churn_frequency_prior >= 0:
             raise ConfigError("PULSE_CHURN_FREQUENCY_PRIOR must be >= 0")
+        if not 1.0 <= self.churn_step_boost < float("inf"):
+            raise ConfigError("PULSE_CHURN_STEP_BOOST must be a finite number >= 1")
+        for name in ("churn_boost_decay_labels", "churn_change_threshold"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{setting_doc(name).var} must be positive")
+        if not self.churn_change_allowance >= 0:
+            raise ConfigError("PULSE_CHURN_CHANGE_ALLOWANCE must be >= 0")
         if self.long_term_retention_s and self.long_term_retention_s <= self.churn_horizon_s:
             raise ConfigError("PULSE_LONG_TERM_RETENTION_S must exceed PULSE_CHURN_HORIZON_S (held labels wait in it)")
         if not 0.0 <= self.offer_min_confidence <= 1.0:
@@ -286,6 +305,12 @@ class Settings:
         if not self.gateway_secret and not self.gateway_insecure:
             raise ConfigError("set PULSE_GATEWAY_SECRET (see `pulse token`), or PULSE_GATEWAY_INSECURE=1 to run "
                               "the gateway without authentication")
+
+    def churn_step_config(self) -> dict[str, float]:
+        """The churn model's drift-adaptive step settings, as EngineConfig keywords."""
+        return {"churn_step_boost": self.churn_step_boost, "churn_boost_decay_labels": self.churn_boost_decay_labels,
+                "churn_change_threshold": self.churn_change_threshold,
+                "churn_change_allowance": self.churn_change_allowance}
 
     def recommender_config(self) -> RecommenderConfig:
         """The recommender's tunables."""

@@ -167,6 +167,7 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
         churn_learning_rate=settings.churn_learning_rate,
         churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
         churn_frequency_prior=settings.churn_frequency_prior,
+        **settings.churn_step_config(),
         offer_min_confidence=settings.offer_min_confidence, winback_min_idle_ms=settings.winback_min_idle_s * 1000,
         winback_channel=settings.winback_channel))
     pulse = Replay(engine, idle_ttl_s=settings.decision_ttl_s, retention_s=settings.long_term_retention_s)
