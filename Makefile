@@ -7,16 +7,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist: test modules spread over this many processes (`make test TEST_WORKERS=0` runs them in one).
+TEST_WORKERS ?= auto
 
 .PHONY: demo test install system-deps clean bench bench-quix-venv
 
 demo: install
 	$(BIN)/pulse demo $(DEMO_ARGS)
 
-# ruff first (configured in pyproject.toml): a lint error fails the target before the tests run.
+# ruff first (configured in pyproject.toml): a lint error fails the target before the tests run. Each test module
+# runs whole in one worker (--dist loadscope), so that a module-scoped server stack is started once.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 install: system-deps $(STAMP)
 

@@ -18,7 +18,9 @@ EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line. `pulse evaluate`'s options import every data set's module (and River, SciPy): they are
+    added only when `argv` mentions that command (or is None), so that other commands start fast."""
     parser = argparse.ArgumentParser(
         prog="pulse",
         description="Pulse: real-time personalization (Kafka -> Bytewax -> River -> Redis + WebSocket). "
@@ -72,11 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--sim-seed", type=int, default=42, help="seed of the simulation (default 42)")
     audit.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    from evaluation.cli import add_arguments as _add_evaluate_arguments
-
-    _add_evaluate_arguments(commands.add_parser(
+    evaluate = commands.add_parser(
         "evaluate", help="replay a simulator scenario or a real public data set through the real models, with "
-                    "baselines in the same run, and write a report (tables + plots)"))
+                         "baselines in the same run, and write a report (tables + plots)")
+    if argv is None or "evaluate" in argv:
+        from evaluation.cli import add_arguments as _add_evaluate_arguments
+
+        _add_evaluate_arguments(evaluate)
 
     token = commands.add_parser(
         "token", help="print a user token for WebSocket subscriptions and browser ingest",
@@ -119,12 +123,14 @@ def _add_simulation_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pulse` console script."""
-    args, passthrough = _parser().parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
+    args, passthrough = parser.parse_known_args(argv)
     configure_logging(args.log_level)
     if sys.__stderr__ is not None:  # `kill -USR1 PID` prints every thread's stack to the process's stderr
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if passthrough and args.command != "run":
-        _parser().error(f"unrecognized arguments: {' '.join(passthrough)}")
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     try:
         settings = Settings.from_env()
         return _dispatch(args, passthrough, settings)

@@ -88,8 +88,10 @@ def kcat_library_dir(directory: Path = KCAT_LIBRARY_DIR) -> Path | None:
     directory.mkdir(parents=True, exist_ok=True)
     link = directory / "librdkafka.so.1"
     if not link.is_symlink() or link.resolve() != found[0].resolve():
-        link.unlink(missing_ok=True)
-        link.symlink_to(found[0])
+        staged = directory / f".librdkafka.so.1.{os.getpid()}"  # replaced in one step: demos may start together
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(found[0])
+        staged.replace(link)
     return directory
 
 

@@ -38,6 +38,19 @@ def cases_tried() -> Counter[str]:
     return CASES_TRIED
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its counts to the controller, which reports them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["cases_tried"] = dict(CASES_TRIED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist: add up the counts of a worker that finished."""
+    CASES_TRIED.update(getattr(node, "workeroutput", {}).get("cases_tried", {}))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Report how many bad-input / property cases the fuzz tests tried."""
     if CASES_TRIED:

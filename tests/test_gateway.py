@@ -36,12 +36,21 @@ from pulse.localservers import LocalServer, free_port, start_redis, wait_for_por
 ROOT = Path(__file__).resolve().parents[1]
 RECV_TIMEOUT_S = 5.0
 SECRET = "test-gateway-secret"
+BROKER: dict[str, str] = {}  # KAFKA_BOOTSTRAP of the session's broker, set by `outcome_log_broker`
+
+
+@pytest.fixture(autouse=True)
+def outcome_log_broker(kafka_server: LocalServer) -> None:
+    """A real broker for the gateway's experiments feed, which reads the outcome log: without one, every
+    gateway's stop waits out the feed's 2-second metadata request to an unreachable broker."""
+    BROKER["KAFKA_BOOTSTRAP"] = f"127.0.0.1:{kafka_server.port}"
 
 
 def make_settings(redis_port: int, **env: str) -> Settings:
     """Gateway (WebSocket and HTTP) on free ports with a token secret, and a prefix of its own so tests
     sharing a redis-server never mix."""
     base = {
+        **BROKER,
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "PULSE_GATEWAY_PORT": "0",
         "PULSE_HTTP_PORT": "0",
