@@ -21,7 +21,9 @@ pipeline builds each command through several Python layers, which cost more than
 needs for these writes. Its replies are read when the next batch is sent (or at `flush` and `close`),
 so Redis runs one batch while the engine decides the next instead of the engine waiting for it; an
 error Redis reports is therefore raised one batch later. A batch whose replies were not read is sent
-again on a new connection when the old one fails (the scripts are idempotent per decision).
+again on a new connection when the old one fails (the scripts are idempotent per decision). Bytewax may commit an
+epoch whose last batch is sent but not yet confirmed: if the engine dies then and Redis fails before running it,
+those decisions reach Redis only with each user's next one (they are in the decision log either way).
 """
 
 from __future__ import annotations
