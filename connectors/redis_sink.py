@@ -69,13 +69,11 @@ return redis.call('PUBLISH', ARGV[3], ARGV[1])"""
 
 def resp_command(*args: bytes) -> bytes:
     """One command in the Redis protocol (RESP2 array of bulk strings)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    return b"*%d\r\n" % len(args) + b"".join([_bulk(arg) for arg in args])
 
 
 def _bulk(arg: bytes) -> bytes:
+    """One bulk string of the Redis protocol."""
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 

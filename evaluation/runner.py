@@ -39,8 +39,8 @@ from online_models.drift import DriftAdaptive
 from online_models.recommender import RecommenderConfig
 from online_models.segments import BehaviourSegmenter
 from online_models.selection import ModelSelector
-from operators.engine import EngineConfig, PersonalizationEngine, churn_step_parameters
-from operators.features import CHURN_MODEL_FEATURES, INTERACTION_STRENGTH, UserFeatures
+from operators.engine import EngineConfig, PersonalizationEngine, churn_model_factory
+from operators.features import INTERACTION_STRENGTH, UserFeatures
 from simulator.scenarios import SCENARIOS, ScenarioStream
 
 VARIANTS = ("online", "static", "periodic", "online+adwin")
@@ -93,9 +93,7 @@ def _learn_sentiment(model: SentimentClassifier, ex: tuple) -> None:
 
 TASKS: dict[str, tuple[Callable[[int], Any], Callable[[Any, tuple], None]]] = {
     "reco": (lambda seed: HybridRecommender(seed=seed, **RecommenderConfig().parameters()), _learn_reco),
-    "churn": (lambda seed: ChurnClassifier(learning_rate=EngineConfig().churn_learning_rate,
-                                           features=CHURN_MODEL_FEATURES, **churn_step_parameters(EngineConfig())),
-              _learn_churn),  # as the engine's
+    "churn": (lambda seed: churn_model_factory(EngineConfig())(), _learn_churn),  # as the engine's
     "sentiment": (lambda seed: SentimentClassifier(), _learn_sentiment),
 }
 

@@ -80,10 +80,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         nba_epsilon=settings.nba_epsilon, nba_warmup=settings.nba_warmup,
         experiments_file=settings.experiments_file or None, holdout_share=settings.holdout_share,
         experiment_salt=settings.experiment_salt,
-        churn_horizon_ms=settings.churn_horizon_s * 1000, churn_learning_rate=settings.churn_learning_rate,
-        churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
-        churn_frequency_prior=settings.churn_frequency_prior, offer_min_confidence=settings.offer_min_confidence,
-        **settings.churn_step_config(),
+        **settings.churn_config(), offer_min_confidence=settings.offer_min_confidence,
         winback_min_idle_ms=settings.winback_min_idle_s * 1000, winback_channel=settings.winback_channel,
         recommender=settings.recommender_config(),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -105,11 +106,8 @@ class PersonalizationEngine:
         # ADWIN reads as drift: then a drift is only counted (CDNOW, H = 90: 36 to 50 retrains cost 0.06 AUC).
         # The same cohorts make the log-loss jump without a change: the step boost only serves labels learned on
         # arrival (CDNOW, H = 90: boosted steps lost a cell against the RFM logistic, 5 of 6).
-        churn_rate = config.churn_horizon_learning_rate if config.churn_horizon_ms else config.churn_learning_rate
-        self.churn_adaptive = DriftAdaptive(
-            partial(ChurnClassifier, learning_rate=churn_rate, frequency_prior=config.churn_frequency_prior,
-                    features=CHURN_MODEL_FEATURES, **churn_step_parameters(config)),
-            _learn_example, buffer_size=DRIFT_REPLAY, retrain=not config.churn_horizon_ms)
+        self.churn_adaptive = DriftAdaptive(churn_model_factory(config), _learn_example, buffer_size=DRIFT_REPLAY,
+                                            retrain=not config.churn_horizon_ms)
         self.sentiment_adaptive = DriftAdaptive(SentimentClassifier, _learn_example, buffer_size=DRIFT_REPLAY)
         self.recommender_drift = DriftDetector()  # miss rate of the previous recommendations (alarm only)
         self.policy = ExploringPolicy(
@@ -438,11 +436,15 @@ def _header(event: dict[str, Any], ingest_ms: int, decided_ms: int) -> decisions
     return decisions.header(event["event_id"], event["user_id"], event["type"], event["ts"], ingest_ms, decided_ms)
 
 
-def churn_step_parameters(config: EngineConfig) -> dict[str, float]:
-    """The churn model's drift-adaptive step settings (ChurnClassifier keywords); constant steps with a horizon."""
-    return {"step_boost": 1.0 if config.churn_horizon_ms else config.churn_step_boost,
-            "boost_decay_labels": config.churn_boost_decay_labels,
-            "change_threshold": config.churn_change_threshold, "change_allowance": config.churn_change_allowance}
+def churn_model_factory(config: EngineConfig) -> Callable[[], ChurnClassifier]:
+    """What builds the engine's churn model (and its drift retrains): the step for labels learned on arrival or
+    at a horizon, the frequency prior, the model's inputs, and the drift-adaptive step, off with a horizon."""
+    horizon = bool(config.churn_horizon_ms)
+    return partial(ChurnClassifier, learning_rate=config.churn_horizon_learning_rate if horizon
+                   else config.churn_learning_rate, frequency_prior=config.churn_frequency_prior,
+                   features=CHURN_MODEL_FEATURES, step_boost=1.0 if horizon else config.churn_step_boost,
+                   boost_decay_labels=config.churn_boost_decay_labels,
+                   change_threshold=config.churn_change_threshold, change_allowance=config.churn_change_allowance)
 
 
 def _learn_example(model: Any, example: tuple[Any, ...]) -> None:

@@ -125,9 +125,6 @@ class ThreadCounts:
 
     def mine(self) -> dict[Hashable, float]:
         """This thread's counts (add to them directly on hot paths)."""
-        return self._mine()
-
-    def _mine(self) -> dict[Hashable, float]:
         try:
             return self._local.counts
         except AttributeError:
@@ -138,10 +135,7 @@ class ThreadCounts:
 
     def add(self, key: Hashable, amount: float = 1) -> None:
         """Count `amount` more under `key`."""
-        try:
-            counts = self._local.counts
-        except AttributeError:
-            counts = self._mine()
+        counts = self.mine()
         counts[key] = counts.get(key, 0) + amount
 
     def totals(self) -> dict[Hashable, float]:

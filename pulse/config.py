@@ -306,9 +306,12 @@ class Settings:
             raise ConfigError("set PULSE_GATEWAY_SECRET (see `pulse token`), or PULSE_GATEWAY_INSECURE=1 to run "
                               "the gateway without authentication")
 
-    def churn_step_config(self) -> dict[str, float]:
-        """The churn model's drift-adaptive step settings, as EngineConfig keywords."""
-        return {"churn_step_boost": self.churn_step_boost, "churn_boost_decay_labels": self.churn_boost_decay_labels,
+    def churn_config(self) -> dict[str, float]:
+        """The churn model's settings (horizon, steps, prior, drift-adaptive step), as EngineConfig keywords."""
+        return {"churn_horizon_ms": self.churn_horizon_s * 1000, "churn_learning_rate": self.churn_learning_rate,
+                "churn_horizon_learning_rate": self.churn_horizon_learning_rate,
+                "churn_frequency_prior": self.churn_frequency_prior, "churn_step_boost": self.churn_step_boost,
+                "churn_boost_decay_labels": self.churn_boost_decay_labels,
                 "churn_change_threshold": self.churn_change_threshold,
                 "churn_change_allowance": self.churn_change_allowance}
 

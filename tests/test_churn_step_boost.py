@@ -147,7 +147,7 @@ def test_the_engine_boosts_only_labels_learned_on_arrival() -> None:
 
 def test_the_settings_reach_the_engine_defaults() -> None:
     settings, config = Settings.from_env({}), EngineConfig()
-    assert settings.churn_step_config() == {name: getattr(config, name) for name in settings.churn_step_config()}
+    assert settings.churn_config() == {name: getattr(config, name) for name in settings.churn_config()}
 
 
 @pytest.mark.parametrize(("variable", "value"), [("PULSE_CHURN_STEP_BOOST", "0.5"), ("PULSE_CHURN_STEP_BOOST", "inf"),

@@ -163,11 +163,7 @@ def replay(events: list[dict[str, Any]], horizon_days: int, settings: Settings, 
     engine = PersonalizationEngine(EngineConfig(
         settings.top_k, settings.churn_threshold, settings.escalation_threshold, settings.seed,
         attribution_window_ms=int(settings.attribution_window_s * 1000), nba_epsilon=settings.nba_epsilon,
-        nba_warmup=settings.nba_warmup, churn_horizon_ms=horizon_days * MS_PER_DAY,
-        churn_learning_rate=settings.churn_learning_rate,
-        churn_horizon_learning_rate=settings.churn_horizon_learning_rate,
-        churn_frequency_prior=settings.churn_frequency_prior,
-        **settings.churn_step_config(),
+        nba_warmup=settings.nba_warmup, **{**settings.churn_config(), "churn_horizon_ms": horizon_days * MS_PER_DAY},
         offer_min_confidence=settings.offer_min_confidence, winback_min_idle_ms=settings.winback_min_idle_s * 1000,
         winback_channel=settings.winback_channel))
     pulse = Replay(engine, idle_ttl_s=settings.decision_ttl_s, retention_s=settings.long_term_retention_s)
