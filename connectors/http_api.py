@@ -127,8 +127,8 @@ class HttpApi:
             await self._session.close()
         await asyncio.to_thread(self.experiments.stop)
         if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await asyncio.to_thread(producer.close)
+            holder, self._producer = [self._producer], None
+            await asyncio.to_thread(_close_taken, holder)
 
     # -- auth -----------------------------------------------------------------------------
 
@@ -382,3 +382,9 @@ def summarize_engine_metrics(texts: list[str]) -> dict[str, Any]:
 
 def _le(bound: str) -> float:
     return float("inf") if bound == "+Inf" else float(bound)
+
+
+def _close_taken(holder: list[PulseProducer]) -> None:
+    """Take the producer out of `holder`, then close it: the executor's work item, which may outlive the await that
+    ran it, holds only the empty list, so the producer is released as soon as it is closed."""
+    holder.pop().close()
